@@ -1,0 +1,141 @@
+//! Scoring (query, passage) pairs with a loaded cross-encoder.
+
+use burn::tensor::Device;
+
+use crate::Error;
+use crate::checkpoint::{Checkpoint, CheckpointFiles};
+use crate::model::{Batch, CrossEncoder, Trace};
+use crate::tokenizer::{Encoded, PairTokenizer};
+
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// A cross-encoder ready to score. Pairs are sorted by length before batching so that a batch
+/// holds pairs of similar length and padding stays small; scores come back in input order.
+#[derive(Debug)]
+pub struct Reranker {
+    pub model: CrossEncoder,
+    pub tokenizer: PairTokenizer,
+    pub device: Device,
+    batch_size: usize,
+}
+
+impl Reranker {
+    pub fn new(model: CrossEncoder, tokenizer: PairTokenizer, device: Device) -> Self {
+        Self {
+            model,
+            tokenizer,
+            device,
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+
+    /// Builds a reranker from checkpoint files already in memory (the browser's path).
+    pub fn from_files(files: CheckpointFiles, device: &Device) -> Result<Self, Error> {
+        let checkpoint = files.build(device, false)?;
+        Ok(Self::new(
+            checkpoint.model,
+            checkpoint.tokenizer,
+            device.clone(),
+        ))
+    }
+
+    /// Loads a Hugging Face cross-encoder directory.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
+        let checkpoint = Checkpoint::load(dir, device)?;
+        Ok(Self::new(
+            checkpoint.model,
+            checkpoint.tokenizer,
+            device.clone(),
+        ))
+    }
+
+    pub fn from_checkpoint(checkpoint: Checkpoint, device: &Device) -> Self {
+        Self::new(checkpoint.model, checkpoint.tokenizer, device.clone())
+    }
+
+    pub fn set_batch_size(&mut self, batch_size: usize) -> Result<(), Error> {
+        if batch_size == 0 {
+            return Err(Error::Input("batch size must be at least 1".into()));
+        }
+        self.batch_size = batch_size;
+        Ok(())
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Sets the maximum pair length (special tokens included).
+    pub fn set_max_len(&mut self, max_len: usize) -> Result<(), Error> {
+        let positions = self.model.max_positions();
+        if max_len > positions {
+            return Err(Error::Input(format!(
+                "max length {max_len} exceeds the model's {positions} position embeddings"
+            )));
+        }
+        self.tokenizer.set_max_len(max_len)
+    }
+
+    /// Tokenises `passages` against `query`; rejects an empty query.
+    pub fn encode(&self, query: &str, passages: &[&str]) -> Result<Vec<Encoded>, Error> {
+        if query.trim().is_empty() {
+            return Err(Error::Input("the query is empty".into()));
+        }
+        self.tokenizer.encode_pairs(query, passages)
+    }
+
+    /// Ranking scores (higher is more relevant) for each passage, in input order.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>, Error> {
+        futures_lite::future::block_on(self.score_async(query, passages))
+    }
+
+    /// Like [`Reranker::score`]; the only form available on WebGPU, where reads are async.
+    pub async fn score_async(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>, Error> {
+        let encoded = self.encode(query, passages)?;
+        self.score_encoded_async(&encoded, |_| {}).await
+    }
+
+    /// Scores already tokenised pairs; `progress` is told how many pairs each batch finished.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn score_encoded(
+        &self,
+        encoded: &[Encoded],
+        progress: impl FnMut(usize),
+    ) -> Result<Vec<f32>, Error> {
+        futures_lite::future::block_on(self.score_encoded_async(encoded, progress))
+    }
+
+    pub async fn score_encoded_async(
+        &self,
+        encoded: &[Encoded],
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<f32>, Error> {
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].ids.len()));
+        let mut scores = vec![0.0f32; encoded.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let rows: Vec<(&[u32], &[u32])> = chunk
+                .iter()
+                .map(|&i| (encoded[i].ids.as_slice(), encoded[i].type_ids.as_slice()))
+                .collect();
+            let batch = Batch::from_rows(&rows, self.tokenizer.pad_id(), &self.device);
+            let batch_scores = self
+                .model
+                .forward(&batch, Trace::default())
+                .ranking_scores();
+            let data = batch_scores.into_data_async().await.map_err(|e| {
+                Error::Device(format!("reading scores from the device failed: {e:?}"))
+            })?;
+            let values = data
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::Device(format!("unexpected score data: {e:?}")))?;
+            for (&i, value) in chunk.iter().zip(values) {
+                scores[i] = value;
+            }
+            progress(chunk.len());
+        }
+        Ok(scores)
+    }
+}

@@ -1,0 +1,8 @@
+//! tinyrank-distill: IR data formats, ranking metrics and reranking of TREC runs (the pieces
+//! distillation trains and evaluates with).
+
+pub mod data;
+pub mod metrics;
+pub mod rerank;
+
+pub use tinyrank_core as core;

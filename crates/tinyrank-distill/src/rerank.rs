@@ -1,0 +1,145 @@
+//! Reranking a TREC run's candidates with a cross-encoder.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use tinyrank_core::Reranker;
+
+use crate::data::{DataError, Run, RunEntry, TextTable};
+
+/// A TREC DL-style dataset directory: queries.tsv, collection.tsv, a run, maybe qrels.txt.
+#[derive(Debug, Clone)]
+pub struct DatasetPaths {
+    pub queries: PathBuf,
+    pub collection: PathBuf,
+    pub run: PathBuf,
+    pub qrels: Option<PathBuf>,
+}
+
+impl DatasetPaths {
+    /// The conventional file names inside `dir` (run: `bm25.run`).
+    pub fn in_dir(dir: &Path) -> Self {
+        let qrels = dir.join("qrels.txt");
+        Self {
+            queries: dir.join("queries.tsv"),
+            collection: dir.join("collection.tsv"),
+            run: dir.join("bm25.run"),
+            qrels: qrels.is_file().then_some(qrels),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum RerankError {
+    Data(DataError),
+    Model(tinyrank_core::Error),
+}
+
+impl fmt::Display for RerankError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Data(e) => e.fmt(f),
+            Self::Model(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for RerankError {}
+
+impl From<DataError> for RerankError {
+    fn from(e: DataError) -> Self {
+        Self::Data(e)
+    }
+}
+
+impl From<tinyrank_core::Error> for RerankError {
+    fn from(e: tinyrank_core::Error) -> Self {
+        Self::Model(e)
+    }
+}
+
+/// One query's candidate passages, texts resolved.
+#[derive(Debug, Clone)]
+pub struct Candidates<'a> {
+    pub query_id: &'a str,
+    pub query: &'a str,
+    pub doc_ids: Vec<&'a str>,
+    pub passages: Vec<&'a str>,
+}
+
+/// Resolves the top-`k` candidates of every query in `run` against the query and passage
+/// tables, checking everything before any model work starts: a query without text, a query
+/// without candidates, a candidate missing from the collection or empty is an error naming the
+/// file at fault.
+pub fn candidates<'a>(
+    queries: &'a TextTable,
+    collection: &'a TextTable,
+    run: &'a Run,
+    run_path: &Path,
+    top_k: usize,
+) -> Result<Vec<Candidates<'a>>, DataError> {
+    let mut out = Vec::with_capacity(run.query_ids.len());
+    for qid in &run.query_ids {
+        let query = queries.non_empty(qid, "query")?;
+        let entries = run.top_k(qid, top_k);
+        if entries.is_empty() {
+            return Err(DataError::file(
+                run_path,
+                format!("query {qid} has no candidates"),
+            ));
+        }
+        let mut doc_ids = Vec::with_capacity(entries.len());
+        let mut passages = Vec::with_capacity(entries.len());
+        for e in entries {
+            passages.push(collection.non_empty(&e.doc_id, "passage")?);
+            doc_ids.push(e.doc_id.as_str());
+        }
+        out.push(Candidates {
+            query_id: qid,
+            query,
+            doc_ids,
+            passages,
+        });
+    }
+    if out.is_empty() {
+        return Err(DataError::file(run_path, "the run lists no queries"));
+    }
+    if let Some((qid, _)) = queries
+        .iter()
+        .find(|(qid, _)| !run.results.contains_key(*qid))
+    {
+        return Err(DataError::file(
+            run_path,
+            format!(
+                "query {qid} of {} has no candidates in this run",
+                queries.path.display()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Scores every candidate and returns the reranked run. `progress` hears how many pairs each
+/// batch finished.
+pub fn rerank(
+    reranker: &Reranker,
+    candidates: &[Candidates<'_>],
+    mut progress: impl FnMut(usize),
+) -> Result<Run, RerankError> {
+    let mut run = Run::default();
+    for c in candidates {
+        let encoded = reranker.encode(c.query, &c.passages)?;
+        let scores = reranker.score_encoded(&encoded, &mut progress)?;
+        for (doc_id, score) in c.doc_ids.iter().zip(scores) {
+            run.push(
+                c.query_id,
+                RunEntry {
+                    doc_id: doc_id.to_string(),
+                    rank: 0,
+                    score: score as f64,
+                },
+            );
+        }
+    }
+    Ok(run)
+}

@@ -1,0 +1,313 @@
+//! The `tinyrank` command line: rerank TREC runs with a cross-encoder, evaluate runs, and
+//! distil a teacher into a small student.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tinyrank_core::{DeviceChoice, Reranker, SaveDtype, Truncation, select_device};
+use tinyrank_distill::data::{Qrels, Run, TextTable};
+use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
+use tinyrank_distill::rerank::{candidates, rerank};
+
+#[derive(Parser)]
+#[command(
+    name = "tinyrank",
+    version,
+    about = "Distil BERT cross-encoder rerankers and run them"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Rerank each query's top-k candidates of a TREC run and write a new run.
+    Rerank(RerankArgs),
+    /// Evaluate a TREC run against graded judgments (trec_eval conventions).
+    Eval(EvalArgs),
+    /// Rewrite a checkpoint as a Hugging Face directory, optionally in f16.
+    Export(ExportArgs),
+    /// Distil a teacher cross-encoder into a small student (Simplified TinyBERT).
+    Distill(DistillArgs),
+}
+
+#[derive(Args)]
+struct DeviceArgs {
+    /// auto (a hardware GPU when there is one, else the CPU), cpu or gpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct RerankArgs {
+    /// Hugging Face cross-encoder directory (config.json, model.safetensors, tokenizer).
+    #[arg(long)]
+    model: PathBuf,
+    /// queries.tsv (qid<TAB>text).
+    #[arg(long)]
+    queries: PathBuf,
+    /// collection.tsv (pid<TAB>text).
+    #[arg(long)]
+    collection: PathBuf,
+    /// The TREC run whose candidates are reranked.
+    #[arg(long)]
+    run: PathBuf,
+    /// Where the reranked TREC run goes (written whole or not at all).
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    top_k: usize,
+    /// Maximum pair length in tokens, special tokens included.
+    #[arg(long, default_value_t = 256)]
+    max_len: usize,
+    /// Keep the query whole and cut only the passage (default: longest-first).
+    #[arg(long)]
+    truncate_passage_only: bool,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Run tag written in the last column.
+    #[arg(long, default_value = "tinyrank")]
+    tag: String,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// TREC qrels (qid 0 docid grade).
+    #[arg(long)]
+    qrels: PathBuf,
+    /// TREC run (qid Q0 docid rank score tag).
+    #[arg(long)]
+    run: PathBuf,
+    /// Comma-separated: ndcg@k, rr or rr@k, map, r@k, p@k.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ndcg@10,rr@10,map,r@100,p@10"
+    )]
+    metrics: Vec<Metric>,
+    /// Lowest grade counted relevant by the binary metrics (trec_eval -l; TREC DL uses 2).
+    #[arg(long, default_value_t = 1)]
+    min_rel: i32,
+    /// Average only over queries present in the run (default: judged queries missing from the
+    /// run count as 0, as trec_eval -c).
+    #[arg(long)]
+    judged_in_run_only: bool,
+    /// Print every query's values too.
+    #[arg(long)]
+    per_query: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// f32 or f16 (half the download; read back as f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+#[derive(Args)]
+struct DistillArgs {
+    /// Root of the shared assets (models/, data/); default $TINYRANK_SHARED or ../shared.
+    #[arg(long)]
+    assets: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Rerank(args) => run_rerank(args),
+        Command::Eval(args) => run_eval(args),
+        Command::Export(args) => run_export(args),
+        Command::Distill(args) => run_distill(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of contexts, outermost first.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_rerank(args: RerankArgs) -> Result<()> {
+    let started = Instant::now();
+    // Read and check every input before loading the model, so bad data fails fast.
+    let queries = TextTable::read(&args.queries, "query")?;
+    let collection = TextTable::read(&args.collection, "passage")?;
+    let run = Run::read(&args.run)?;
+    if args.top_k == 0 {
+        bail!("--top-k must be at least 1");
+    }
+    let todo = candidates(&queries, &collection, &run, &args.run, args.top_k)?;
+    let pairs: usize = todo.iter().map(|c| c.passages.len()).sum();
+
+    let selected = select_device(args.device.device)?;
+    eprintln!("device: {}", selected.description);
+    let mut reranker = Reranker::load(&args.model, &selected.device)?;
+    reranker.set_max_len(args.max_len)?;
+    reranker.set_batch_size(args.batch_size)?;
+    if args.truncate_passage_only {
+        reranker.tokenizer.set_truncation(Truncation::OnlyPassage)?;
+    }
+
+    let bar = ProgressBar::new(pairs as u64).with_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} pairs  {per_sec}  elapsed {elapsed}  eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    let scoring = Instant::now();
+    let reranked = rerank(&reranker, &todo, |n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    let scoring_secs = scoring.elapsed().as_secs_f64();
+    reranked.write(&args.output, &args.tag)?;
+    eprintln!(
+        "reranked {} queries, {pairs} pairs in {:.1}s ({:.1} pairs/s scoring), total {:.1}s; wrote {}",
+        todo.len(),
+        scoring_secs,
+        pairs as f64 / scoring_secs,
+        started.elapsed().as_secs_f64(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let qrels = Qrels::read(&args.qrels)?;
+    let run = Run::read(&args.run)?;
+    let options = EvalOptions {
+        min_rel: args.min_rel,
+        missing_as_zero: !args.judged_in_run_only,
+    };
+    let metrics = if args.metrics.is_empty() {
+        DEFAULT_METRICS.to_vec()
+    } else {
+        args.metrics
+    };
+    let evaluation = evaluate(&run, &qrels, &metrics, options);
+    if args.json {
+        let means: serde_json::Map<String, serde_json::Value> = metrics
+            .iter()
+            .zip(&evaluation.means)
+            .map(|(m, v)| (m.to_string(), (*v).into()))
+            .collect();
+        let mut out = serde_json::json!({
+            "run": args.run,
+            "qrels": args.qrels,
+            "min_rel": args.min_rel,
+            "queries": evaluation.per_query.len(),
+            "missing_queries_count_as_zero": options.missing_as_zero,
+            "means": means,
+        });
+        if args.per_query {
+            out["per_query"] = evaluation
+                .per_query
+                .iter()
+                .map(|(q, values)| {
+                    let row: serde_json::Map<String, serde_json::Value> = metrics
+                        .iter()
+                        .zip(values)
+                        .map(|(m, v)| (m.to_string(), (*v).into()))
+                        .collect();
+                    (q.clone(), row.into())
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let header: Vec<String> = metrics
+        .iter()
+        .map(|m| format!("{:>9}", m.to_string()))
+        .collect();
+    println!("{:<12}{}", "query", header.join(""));
+    if args.per_query {
+        for (qid, values) in &evaluation.per_query {
+            let cells: Vec<String> = values.iter().map(|v| format!("{v:>9.4}")).collect();
+            println!("{qid:<12}{}", cells.join(""));
+        }
+    }
+    let cells: Vec<String> = evaluation
+        .means
+        .iter()
+        .map(|v| format!("{v:>9.4}"))
+        .collect();
+    println!("{:<12}{}", "all", cells.join(""));
+    println!(
+        "{} queries; binary metrics count grade >= {}; {}",
+        evaluation.per_query.len(),
+        args.min_rel,
+        if options.missing_as_zero {
+            "judged queries missing from the run count as 0 (trec_eval -c)"
+        } else {
+            "only queries present in the run are averaged"
+        }
+    );
+    Ok(())
+}
+
+fn run_export(args: ExportArgs) -> Result<()> {
+    let dtype = match args.dtype.as_str() {
+        "f32" => SaveDtype::F32,
+        "f16" => SaveDtype::F16,
+        other => bail!("--dtype {other}: expected f32 or f16"),
+    };
+    let device = tinyrank_core::burn::tensor::Device::flex();
+    let checkpoint = tinyrank_core::Checkpoint::load(&args.model, &device)?;
+    checkpoint
+        .save(&args.out, dtype)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let size = std::fs::metadata(args.out.join("model.safetensors"))?.len();
+    eprintln!(
+        "wrote {} ({:.1} MB of weights, {:?})",
+        args.out.display(),
+        size as f64 / 1e6,
+        dtype
+    );
+    Ok(())
+}
+
+fn assets_root(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("TINYRANK_SHARED").map(PathBuf::from))
+        .unwrap_or_else(|| Path::new("..").join("shared"))
+}
+
+fn run_distill(args: DistillArgs) -> Result<()> {
+    let assets = assets_root(args.assets);
+    let teacher = assets.join("models/teacher-minilm-l6");
+    if !teacher.join("config.json").is_file() {
+        bail!(
+            "the teacher {} is missing: point --assets or TINYRANK_SHARED at the folder holding models/ and data/",
+            teacher.display()
+        );
+    }
+    eprintln!(
+        "tinyrank distill will: take the teacher {}",
+        teacher.display()
+    );
+    eprintln!(
+        "  copy 3 of its layers into a student, train it with Simplified TinyBERT on trec-dl-2020..2022,"
+    );
+    eprintln!(
+        "  then report nDCG@10 on trec-dl-2019 for BM25, the teacher and the student, with pairs/s."
+    );
+    bail!(
+        "distillation is not built yet (issue 3); `tinyrank rerank` and `tinyrank eval` work today"
+    )
+}

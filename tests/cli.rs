@@ -1,0 +1,412 @@
+//! The `tinyrank` binary on real data, and its handling of bad input: one line naming the file
+//! and what is wrong, exit code 2, and no good output replaced.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn tinyrank(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tinyrank"))
+        .args(args)
+        .output()
+        .expect("the tinyrank binary runs")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Asserts a failure with exit code 2 and a one-line message containing every `needles`.
+fn assert_rejected(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit code 2, stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{:?} not in {:?}",
+            needle,
+            lines[0]
+        );
+    }
+}
+
+fn eval_json(qrels: &Path, run: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["eval", "--qrels", path(qrels), "--run", path(run), "--json"];
+    args.extend_from_slice(extra);
+    let out = tinyrank(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn eval_reproduces_the_published_bm25_figures() {
+    // ../shared/data/README.md: BM25 on DL19 (trec_eval, grade >= 2 for the binary metrics).
+    let dl19 = dl19();
+    let v = eval_json(
+        &dl19.join("qrels.txt"),
+        &dl19.join("bm25.run"),
+        &["--min-rel", "2"],
+    );
+    let means = &v["means"];
+    for (metric, want) in [
+        ("nDCG@10", 0.5058),
+        ("RR@10", 0.7024),
+        ("MAP", 0.2476),
+        ("R@100", 0.4910),
+    ] {
+        let got = means[metric].as_f64().unwrap();
+        assert!((got - want).abs() < 5e-5, "{metric}: {got:.4} vs {want}");
+    }
+    assert_eq!(v["queries"], 43);
+    // DL20: trec_eval gives 0.4803. (The 0.4796 in ../shared/data/README.md orders tied scores
+    // by the rank column; trec_eval orders them by document id, descending.)
+    let dl20 = shared().join("data/trec-dl-2020");
+    let v = eval_json(&dl20.join("qrels.txt"), &dl20.join("bm25.run"), &[]);
+    assert!((v["means"]["nDCG@10"].as_f64().unwrap() - 0.4803).abs() < 5e-5);
+}
+
+#[test]
+fn judged_queries_missing_from_the_run_count_as_zero_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let dl19 = dl19();
+    // Keep only the first query of the run.
+    let text = std::fs::read_to_string(dl19.join("bm25.run")).unwrap();
+    let first = text.split_whitespace().next().unwrap().to_string();
+    let one: String = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{first} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let run = dir.path().join("one.run");
+    std::fs::write(&run, one).unwrap();
+    let qrels = dl19.join("qrels.txt");
+    let all = eval_json(&qrels, &run, &[]);
+    let only = eval_json(&qrels, &run, &["--judged-in-run-only"]);
+    assert_eq!(all["queries"], 43);
+    assert_eq!(only["queries"], 1);
+    let (a, o) = (
+        all["means"]["nDCG@10"].as_f64().unwrap(),
+        only["means"]["nDCG@10"].as_f64().unwrap(),
+    );
+    assert!((a * 43.0 - o).abs() < 1e-9);
+}
+
+/// A small DL19 slice (3 queries, top-5) in a temp dir, for fast reranking with the tiny model.
+struct Slice {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Slice {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let dl19 = dl19();
+        let run = std::fs::read_to_string(dl19.join("bm25.run")).unwrap();
+        let mut qids: Vec<String> = Vec::new();
+        let mut kept = String::new();
+        for line in run.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if !qids.iter().any(|q| q == f[0]) {
+                if qids.len() == 3 {
+                    continue;
+                }
+                qids.push(f[0].to_string());
+            }
+            if f[3].parse::<usize>().unwrap() <= 5 {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        std::fs::write(root.join("bm25.run"), kept).unwrap();
+        let queries: String = std::fs::read_to_string(dl19.join("queries.tsv"))
+            .unwrap()
+            .lines()
+            .filter(|l| qids.iter().any(|q| l.starts_with(&format!("{q}\t"))))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(root.join("queries.tsv"), queries).unwrap();
+        std::fs::copy(dl19.join("collection.tsv"), root.join("collection.tsv")).unwrap();
+        std::fs::copy(dl19.join("qrels.txt"), root.join("qrels.txt")).unwrap();
+        Self { _dir: dir, root }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn rerank(&self, model: &Path, output: &Path) -> Output {
+        tinyrank(&[
+            "rerank",
+            "--model",
+            path(model),
+            "--queries",
+            path(&self.file("queries.tsv")),
+            "--collection",
+            path(&self.file("collection.tsv")),
+            "--run",
+            path(&self.file("bm25.run")),
+            "--output",
+            path(output),
+            "--device",
+            "cpu",
+        ])
+    }
+}
+
+fn tiny_model() -> PathBuf {
+    golden_dir().join("tiny-2logit")
+}
+
+/// A copy of the tiny checkpoint that a test may damage.
+fn tiny_copy(dir: &Path) -> PathBuf {
+    let copy = dir.join("model");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(tiny_model()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn rerank_writes_a_trec_run_that_eval_reads() {
+    let slice = Slice::new();
+    let output = slice.file("out.run");
+    let out = slice.rerank(&tiny_model(), &output);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("device: cpu"), "{stderr}");
+    let text = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(text.lines().count(), 15);
+    // Ranks restart at 1 per query and follow descending scores.
+    let first: Vec<Vec<&str>> = text
+        .lines()
+        .take(5)
+        .map(|l| l.split(' ').collect())
+        .collect();
+    assert_eq!(first[0][3], "1");
+    assert!(
+        first
+            .windows(2)
+            .all(|w| w[0][4].parse::<f64>().unwrap() >= w[1][4].parse::<f64>().unwrap())
+    );
+    let v = eval_json(&slice.file("qrels.txt"), &output, &["--judged-in-run-only"]);
+    assert_eq!(v["queries"], 3);
+}
+
+#[test]
+fn bad_data_files_are_rejected_with_file_and_line() {
+    let slice = Slice::new();
+    let output = slice.file("out.run");
+    std::fs::write(&output, "previous good run\n").unwrap();
+
+    // Missing file.
+    std::fs::rename(slice.file("queries.tsv"), slice.file("queries.bak")).unwrap();
+    assert_rejected(&slice.rerank(&tiny_model(), &output), &["queries.tsv"]);
+    std::fs::rename(slice.file("queries.bak"), slice.file("queries.tsv")).unwrap();
+
+    let run = std::fs::read_to_string(slice.file("bm25.run")).unwrap();
+    // Empty file.
+    std::fs::write(slice.file("bm25.run"), "").unwrap();
+    assert_rejected(
+        &slice.rerank(&tiny_model(), &output),
+        &["bm25.run", "empty"],
+    );
+    // Malformed line: a missing field on line 2.
+    let mut lines: Vec<String> = run.lines().map(String::from).collect();
+    lines[1] = lines[1].rsplit_once(' ').unwrap().0.to_string();
+    std::fs::write(slice.file("bm25.run"), lines.join("\n")).unwrap();
+    assert_rejected(
+        &slice.rerank(&tiny_model(), &output),
+        &["bm25.run:2", "6 fields"],
+    );
+    // A score that is not a number.
+    let mut lines: Vec<String> = run.lines().map(String::from).collect();
+    let f: Vec<&str> = run.lines().nth(2).unwrap().split(' ').collect();
+    lines[2] = format!("{} Q0 {} {} high {}", f[0], f[2], f[3], f[5]);
+    std::fs::write(slice.file("bm25.run"), lines.join("\n")).unwrap();
+    assert_rejected(
+        &slice.rerank(&tiny_model(), &output),
+        &["bm25.run:3", "score"],
+    );
+    std::fs::write(slice.file("bm25.run"), &run).unwrap();
+
+    // A query with no candidates.
+    let queries = std::fs::read_to_string(slice.file("queries.tsv")).unwrap();
+    std::fs::write(
+        slice.file("queries.tsv"),
+        format!("{queries}999999\tan extra query\n"),
+    )
+    .unwrap();
+    assert_rejected(
+        &slice.rerank(&tiny_model(), &output),
+        &["999999", "no candidates"],
+    );
+    std::fs::write(slice.file("queries.tsv"), &queries).unwrap();
+
+    // An empty passage that the run asks for.
+    let first_pid = run
+        .lines()
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let collection = std::fs::read_to_string(slice.file("collection.tsv")).unwrap();
+    let line_no = collection
+        .lines()
+        .position(|l| l.starts_with(&format!("{first_pid}\t")))
+        .unwrap()
+        + 1;
+    let emptied: String = collection
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{first_pid}\t")) {
+                format!("{first_pid}\t\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(slice.file("collection.tsv"), emptied).unwrap();
+    assert_rejected(
+        &slice.rerank(&tiny_model(), &output),
+        &[&format!("collection.tsv:{line_no}"), "empty"],
+    );
+
+    // Nothing above touched the previous output.
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "previous good run\n"
+    );
+}
+
+#[test]
+fn malformed_qrels_are_rejected_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let qrels = dir.path().join("qrels.txt");
+    std::fs::write(&qrels, "1 0 d1 2\n1 0 d2 relevant\n").unwrap();
+    let out = tinyrank(&[
+        "eval",
+        "--qrels",
+        path(&qrels),
+        "--run",
+        path(&dl19().join("bm25.run")),
+    ]);
+    assert_rejected(&out, &["qrels.txt:2", "grade"]);
+}
+
+#[test]
+fn bad_checkpoints_are_rejected_naming_what_is_wrong() {
+    let slice = Slice::new();
+    let output = slice.file("out.run");
+    let dir = tempfile::tempdir().unwrap();
+
+    // A config that does not match the weights.
+    let model = tiny_copy(dir.path());
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        config.replace("\"intermediate_size\": 64", "\"intermediate_size\": 96"),
+    )
+    .unwrap();
+    assert_rejected(
+        &slice.rerank(&model, &output),
+        &[
+            "model.safetensors",
+            "encoder.layer.0.intermediate.dense.weight",
+            "[64, 32]",
+            "[96, 32]",
+        ],
+    );
+    std::fs::write(model.join("config.json"), &config).unwrap();
+
+    // A vocabulary larger than the embedding matrix.
+    let vocab = std::fs::read_to_string(model.join("vocab.txt")).unwrap();
+    std::fs::write(model.join("vocab.txt"), format!("{vocab}extra1\nextra2\n")).unwrap();
+    assert_rejected(&slice.rerank(&model, &output), &["vocab_size", "tokens"]);
+    std::fs::write(model.join("vocab.txt"), &vocab).unwrap();
+
+    // Truncated weights.
+    let weights = std::fs::read(model.join("model.safetensors")).unwrap();
+    std::fs::write(
+        model.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    assert_rejected(
+        &slice.rerank(&model, &output),
+        &["model.safetensors", "safetensors"],
+    );
+
+    // An empty weights file, and no weights at all.
+    std::fs::write(model.join("model.safetensors"), b"").unwrap();
+    assert_rejected(
+        &slice.rerank(&model, &output),
+        &["model.safetensors", "empty"],
+    );
+    std::fs::remove_file(model.join("model.safetensors")).unwrap();
+    assert_rejected(&slice.rerank(&model, &output), &["model.safetensors"]);
+    assert!(!output.exists());
+}
+
+#[test]
+fn export_round_trips_in_f32_and_f16() {
+    let dir = tempfile::tempdir().unwrap();
+    let slice = Slice::new();
+    let reference = slice.file("reference.run");
+    assert!(slice.rerank(&tiny_model(), &reference).status.success());
+    for dtype in ["f32", "f16"] {
+        let exported = dir.path().join(dtype);
+        let out = tinyrank(&[
+            "export",
+            "--model",
+            path(&tiny_model()),
+            "--out",
+            path(&exported),
+            "--dtype",
+            dtype,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = slice.file(&format!("{dtype}.run"));
+        assert!(slice.rerank(&exported, &run).status.success());
+        // The tiny checkpoint is stored in f16, so both exports keep its scores exactly.
+        let scores = |p: &Path| -> Vec<String> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| l.split(' ').nth(4).unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(scores(&run), scores(&reference), "{dtype}");
+    }
+}
+
+#[test]
+fn distill_without_assets_says_where_to_point() {
+    let out = tinyrank(&["distill", "--assets", "/nonexistent-assets"]);
+    assert_rejected(&out, &["--assets", "TINYRANK_SHARED"]);
+}

@@ -1,0 +1,302 @@
+//! Parity with the reference implementation (transformers), on real checkpoints and real TREC DL
+//! 2019 pairs. Goldens come from scripts/parity/make_goldens.py.
+
+mod common;
+
+use common::*;
+use serde::Deserialize;
+use tinyrank_core::burn::tensor::Device;
+use tinyrank_core::{
+    Batch, Checkpoint, CrossEncoder, DeviceChoice, PairTokenizer, Reranker, Trace, select_device,
+};
+use tinyrank_distill::data::TextTable;
+
+#[derive(Deserialize)]
+struct PairId {
+    qid: String,
+    pid: String,
+}
+
+#[derive(Deserialize)]
+struct ClassifierGolden {
+    input_ids: Vec<Vec<u32>>,
+    #[serde(default)]
+    token_type_ids: Vec<Vec<u32>>,
+    #[serde(default)]
+    input_ids_128: Vec<Vec<u32>>,
+    logits: Vec<Vec<f32>>,
+    padded_batch_logits: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct EncoderGolden {
+    input_ids: Vec<u32>,
+    positions: Vec<usize>,
+    hidden: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct Golden {
+    max_len: usize,
+    pairs: Vec<PairId>,
+    teacher: ClassifierGolden,
+    encoder: Vec<EncoderGolden>,
+    tiny: ClassifierGolden,
+}
+
+fn golden() -> Golden {
+    let text = std::fs::read_to_string(golden_dir().join("model_parity.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The (query, passage) texts of the golden pairs, read from ../shared (never copied here).
+fn pair_texts(golden: &Golden) -> Vec<(String, String)> {
+    let queries = TextTable::read(&dl19().join("queries.tsv"), "query").unwrap();
+    let collection = TextTable::read(&dl19().join("collection.tsv"), "passage").unwrap();
+    golden
+        .pairs
+        .iter()
+        .map(|p| {
+            (
+                queries.get(&p.qid).unwrap().to_string(),
+                collection.get(&p.pid).unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Logits of each pair scored alone (no padding).
+fn logits_one_by_one(
+    model: &CrossEncoder,
+    tokenizer: &PairTokenizer,
+    pairs: &[(String, String)],
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    pairs
+        .iter()
+        .map(|(q, p)| {
+            let e = tokenizer.encode_pair(q, p).unwrap();
+            let batch = Batch::from_rows(&[(&e.ids, &e.type_ids)], tokenizer.pad_id(), device);
+            model
+                .forward(&batch, Trace::default())
+                .logits
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Logits of `pairs` run as one padded batch, in order.
+fn logits_padded(
+    model: &CrossEncoder,
+    tokenizer: &PairTokenizer,
+    pairs: &[(String, String)],
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    let encoded: Vec<_> = pairs
+        .iter()
+        .map(|(q, p)| tokenizer.encode_pair(q, p).unwrap())
+        .collect();
+    let rows: Vec<(&[u32], &[u32])> = encoded
+        .iter()
+        .map(|e| (e.ids.as_slice(), e.type_ids.as_slice()))
+        .collect();
+    let batch = Batch::from_rows(&rows, tokenizer.pad_id(), device);
+    let logits = model.forward(&batch, Trace::default()).logits;
+    let [n, labels] = logits.dims();
+    let flat = logits.into_data().try_into_vec::<f32>().unwrap();
+    (0..n)
+        .map(|i| flat[i * labels..(i + 1) * labels].to_vec())
+        .collect()
+}
+
+fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], tolerance: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: count");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| max_abs_diff(g, w))
+        .fold(0.0, f32::max);
+    assert!(
+        worst <= tolerance,
+        "{what}: max |difference| {worst} > {tolerance}"
+    );
+    eprintln!("{what}: max |difference| {worst:.2e} (tolerance {tolerance:.0e})");
+}
+
+fn teacher_parity(device: &Device, tolerance: f32) {
+    let golden = golden();
+    let pairs = pair_texts(&golden);
+    let checkpoint = Checkpoint::load(&teacher_dir(), device).unwrap();
+    let mut tokenizer = checkpoint.tokenizer.clone();
+    tokenizer.set_max_len(golden.max_len).unwrap();
+    let alone = logits_one_by_one(&checkpoint.model, &tokenizer, &pairs, device);
+    assert_close(&alone, &golden.teacher.logits, tolerance, "teacher logits");
+    let padded = logits_padded(&checkpoint.model, &tokenizer, &pairs[..8], device);
+    assert_close(
+        &padded,
+        &golden.teacher.padded_batch_logits,
+        tolerance,
+        "teacher padded batch",
+    );
+}
+
+#[test]
+fn token_ids_equal_the_python_tokenizer() {
+    let golden = golden();
+    let pairs = pair_texts(&golden);
+    let device = Device::flex();
+    let mut tokenizer = Checkpoint::load(&teacher_dir(), &device).unwrap().tokenizer;
+    for max_len in [golden.max_len, 128] {
+        tokenizer.set_max_len(max_len).unwrap();
+        let want = if max_len == 128 {
+            &golden.teacher.input_ids_128
+        } else {
+            &golden.teacher.input_ids
+        };
+        for (i, (q, p)) in pairs.iter().enumerate() {
+            let e = tokenizer.encode_pair(q, p).unwrap();
+            assert_eq!(&e.ids, &want[i], "pair {i} at max_len {max_len}");
+            if max_len == golden.max_len {
+                assert_eq!(
+                    &e.type_ids, &golden.teacher.token_type_ids[i],
+                    "types of pair {i}"
+                );
+            }
+        }
+    }
+    // The last golden pair is the longest passage: cut to exactly max_len, not tokenizer.json's 128.
+    assert_eq!(
+        golden.teacher.input_ids.last().unwrap().len(),
+        golden.max_len
+    );
+}
+
+#[test]
+fn teacher_logits_match_transformers_on_cpu() {
+    teacher_parity(&Device::flex(), 1e-4);
+}
+
+#[test]
+fn teacher_logits_match_transformers_on_wgpu() {
+    let Some(device) = gpu_device() else { return };
+    teacher_parity(&device, 1e-3);
+}
+
+#[test]
+fn encoder_hidden_states_match_transformers() {
+    let golden = golden();
+    let pairs = pair_texts(&golden);
+    let device = Device::flex();
+    // A bare BertModel: loads with a fresh pooler and classifier, which it reports.
+    let checkpoint = Checkpoint::load_encoder(&encoder_dir(), &device).unwrap();
+    assert!(
+        checkpoint
+            .initialised
+            .iter()
+            .any(|n| n.starts_with("classifier."))
+    );
+    let mut tokenizer = checkpoint.tokenizer.clone();
+    tokenizer.set_max_len(golden.max_len).unwrap();
+    let width = checkpoint.model.hidden_size();
+    for (want, (q, p)) in golden.encoder.iter().zip(&pairs) {
+        let e = tokenizer.encode_pair(q, p).unwrap();
+        assert_eq!(e.ids, want.input_ids);
+        let batch = Batch::from_rows(&[(&e.ids, &e.type_ids)], tokenizer.pad_id(), &device);
+        let out = checkpoint.model.forward(
+            &batch,
+            Trace {
+                hidden_states: true,
+                ..Trace::default()
+            },
+        );
+        assert_eq!(out.hidden_states.len(), checkpoint.model.num_layers() + 1);
+        let last = out
+            .hidden_states
+            .last()
+            .unwrap()
+            .clone()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        for (row, &pos) in want.hidden.iter().zip(&want.positions) {
+            let got = &last[pos * width..(pos + 1) * width];
+            let diff = max_abs_diff(got, row);
+            assert!(
+                diff <= 1e-4,
+                "hidden state at token {pos}: max |difference| {diff}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tiny_two_logit_f16_vocab_txt_checkpoint_matches_transformers() {
+    let golden = golden();
+    let pairs = pair_texts(&golden);
+    let device = Device::flex();
+    let checkpoint = Checkpoint::load(&golden_dir().join("tiny-2logit"), &device).unwrap();
+    assert_eq!(checkpoint.model.num_labels(), 2);
+    let mut tokenizer = checkpoint.tokenizer.clone();
+    tokenizer.set_max_len(golden.max_len).unwrap();
+    for (i, (q, p)) in pairs.iter().enumerate() {
+        assert_eq!(
+            tokenizer.encode_pair(q, p).unwrap().ids,
+            golden.tiny.input_ids[i],
+            "pair {i}"
+        );
+    }
+    let alone = logits_one_by_one(&checkpoint.model, &tokenizer, &pairs, &device);
+    assert_close(&alone, &golden.tiny.logits, 1e-4, "tiny logits");
+    let padded = logits_padded(&checkpoint.model, &tokenizer, &pairs[..8], &device);
+    assert_close(
+        &padded,
+        &golden.tiny.padded_batch_logits,
+        1e-4,
+        "tiny padded batch",
+    );
+
+    // A 2-logit ranking score is logit[1] - logit[0].
+    let mut reranker = Reranker::from_checkpoint(checkpoint, &device);
+    reranker.set_max_len(golden.max_len).unwrap();
+    let scores = reranker.score(&pairs[0].0, &[pairs[0].1.as_str()]).unwrap();
+    let want = golden.tiny.logits[0][1] - golden.tiny.logits[0][0];
+    assert!((scores[0] - want).abs() < 1e-4);
+}
+
+#[test]
+fn scores_do_not_depend_on_batch_composition() {
+    let golden = golden();
+    let pairs = pair_texts(&golden);
+    let device = Device::flex();
+    let mut reranker = Reranker::load(&teacher_dir(), &device).unwrap();
+    let query = &pairs[0].0;
+    // The same query against every golden passage, scored in batches of different make-up.
+    let passages: Vec<&str> = pairs.iter().map(|(_, p)| p.as_str()).collect();
+    let all_at_once = reranker.score(query, &passages).unwrap();
+    reranker.set_batch_size(3).unwrap();
+    let in_threes = reranker.score(query, &passages).unwrap();
+    reranker.set_batch_size(1).unwrap();
+    let alone = reranker.score(query, &passages).unwrap();
+    assert!(max_abs_diff(&all_at_once, &alone) <= 1e-4);
+    assert!(max_abs_diff(&in_threes, &alone) <= 1e-4);
+    // And the first pair is the golden teacher logit.
+    assert!((alone[0] - golden.teacher.logits[0][0]).abs() <= 1e-4);
+}
+
+/// The wgpu device, or None (test skipped, said on stderr) when this machine has no adapter.
+/// CI sets TINYRANK_REQUIRE_GPU=1 so that a missing adapter fails instead.
+fn gpu_device() -> Option<Device> {
+    match select_device(DeviceChoice::Gpu) {
+        Ok(selected) => {
+            eprintln!("wgpu device: {}", selected.description);
+            Some(selected.device)
+        }
+        Err(e) if std::env::var_os("TINYRANK_REQUIRE_GPU").is_none() => {
+            eprintln!("skipping the wgpu check: {e}");
+            None
+        }
+        Err(e) => panic!("TINYRANK_REQUIRE_GPU is set but {e}"),
+    }
+}
