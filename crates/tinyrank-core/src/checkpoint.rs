@@ -8,7 +8,7 @@ use crate::Error;
 use crate::config::BertConfig;
 use crate::model::CrossEncoder;
 use crate::tokenizer::PairTokenizer;
-use crate::weights::{self, SaveDtype};
+use crate::weights;
 
 /// Tokenizer files carried along so that a checkpoint we write is complete.
 pub const TOKENIZER_FILES: [&str; 4] = [
@@ -123,6 +123,7 @@ mod fs {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::weights::SaveDtype;
 
     impl CheckpointFiles {
         /// Reads a checkpoint directory.

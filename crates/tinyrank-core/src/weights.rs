@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+#[cfg(not(target_arch = "wasm32"))]
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
@@ -293,9 +294,11 @@ pub enum SaveDtype {
     F16,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// One tensor ready to be written: name, shape, little-endian bytes.
 pub(crate) type NamedBytes = (String, Vec<usize>, Vec<u8>);
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Every parameter of `model` (and `fit_dense`) under transformers' names for
 /// `BertForSequenceClassification`, in the checkpoint's layout.
 pub(crate) fn hf_tensors(
@@ -390,6 +393,7 @@ pub(crate) fn hf_tensors(
     Ok(named)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn f32_values(name: &str, data: TensorData) -> Result<Vec<f32>, Error> {
     data.convert::<f32>()
         .try_into_vec::<f32>()
@@ -399,6 +403,7 @@ fn f32_values(name: &str, data: TensorData) -> Result<Vec<f32>, Error> {
         })
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn encode(values: &[f32], dtype: SaveDtype) -> Vec<u8> {
     match dtype {
         SaveDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -409,6 +414,7 @@ fn encode(values: &[f32], dtype: SaveDtype) -> Vec<u8> {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Serialises named tensors into safetensors bytes.
 pub(crate) fn serialize(tensors: &[NamedBytes], dtype: SaveDtype) -> Result<Vec<u8>, Error> {
     let st_dtype = match dtype {
