@@ -410,3 +410,27 @@ fn distill_without_assets_says_where_to_point() {
     let out = tinyrank(&["distill", "--assets", "/nonexistent-assets"]);
     assert_rejected(&out, &["--assets", "TINYRANK_SHARED"]);
 }
+
+#[test]
+fn triples_read_and_malformed_triples_are_located() {
+    let triples = tinyrank_distill::data::read_triples(
+        &shared().join("data/msmarco-triples-sample/triples.tsv"),
+    )
+    .unwrap();
+    assert_eq!(triples.len(), 100);
+    assert!(
+        triples
+            .iter()
+            .all(|t| !t.query.is_empty() && t.positive != t.negative)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("triples.tsv");
+    std::fs::write(&bad, "q\tpos\tneg\nq\tonly positive\n").unwrap();
+    let e = tinyrank_distill::data::read_triples(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("triples.tsv:2") && e.contains("3 tab-separated fields"),
+        "{e}"
+    );
+}
