@@ -49,6 +49,53 @@ impl std::fmt::Debug for Checkpoint {
     }
 }
 
+impl Checkpoint {
+    /// Keeps only the encoder layers listed in `keep` (in that order), with the embeddings,
+    /// pooler and head: a student initialised from some of a teacher's layers.
+    pub fn select_layers(mut self, keep: &[usize]) -> Result<Self, Error> {
+        let available = self.model.layers.len();
+        if keep.is_empty() {
+            return Err(Error::Input("a student needs at least one layer".into()));
+        }
+        if let Some(bad) = keep.iter().find(|&&i| i >= available) {
+            return Err(Error::Input(format!(
+                "layer {bad} does not exist: the model has layers 0..{}",
+                available - 1
+            )));
+        }
+        let mut slots: Vec<Option<crate::model::EncoderLayer>> =
+            self.model.layers.drain(..).map(Some).collect();
+        for &i in keep {
+            let layer = match slots[i].take() {
+                Some(layer) => layer,
+                None => return Err(Error::Input(format!("layer {i} is listed twice"))),
+            };
+            self.model.layers.push(layer);
+        }
+        self.config.num_hidden_layers = keep.len();
+        Ok(self)
+    }
+
+    /// A freshly initialised model of `config`'s shape that reuses this checkpoint's tokenizer.
+    pub fn fresh_with_config(&self, config: BertConfig, device: &Device) -> Result<Self, Error> {
+        if config.vocab_size < self.tokenizer.vocab_size() {
+            return Err(Error::Input(format!(
+                "vocab_size {} is smaller than the tokenizer's {} tokens",
+                config.vocab_size,
+                self.tokenizer.vocab_size()
+            )));
+        }
+        Ok(Checkpoint {
+            model: weights::random_model(&config, device),
+            config,
+            fit_dense: None,
+            tokenizer: self.tokenizer.clone(),
+            tokenizer_files: self.tokenizer_files.clone(),
+            initialised: Vec::new(),
+        })
+    }
+}
+
 impl CheckpointFiles {
     fn tokenizer_file(&self, name: &str) -> Option<&[u8]> {
         self.tokenizer_files

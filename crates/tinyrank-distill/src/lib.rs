@@ -5,5 +5,6 @@ pub mod data;
 pub mod losses;
 pub mod metrics;
 pub mod rerank;
+pub mod student;
 
 pub use tinyrank_core as core;
