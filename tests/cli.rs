@@ -434,3 +434,23 @@ fn triples_read_and_malformed_triples_are_located() {
         "{e}"
     );
 }
+
+#[test]
+fn training_examples_carry_labels_from_qrels_and_none_without() {
+    use tinyrank_distill::examples::{from_dataset, from_triples};
+    let dl20 = from_dataset(&shared().join("data/trec-dl-2020"), 100, 2).unwrap();
+    assert_eq!(dl20.len(), 5400);
+    let positives = dl20.iter().filter(|e| e.label == Some(1)).count();
+    assert!(positives > 0 && positives < dl20.len(), "{positives}");
+    assert!(dl20.iter().all(|e| e.label.is_some()));
+    // A lower threshold can only add positives.
+    let loose = from_dataset(&shared().join("data/trec-dl-2020"), 100, 1).unwrap();
+    assert!(loose.iter().filter(|e| e.label == Some(1)).count() > positives);
+    // trec-dl-2022 has no qrels: teacher signal only.
+    let dl22 = from_dataset(&shared().join("data/trec-dl-2022"), 10, 2).unwrap();
+    assert_eq!(dl22.len(), 760);
+    assert!(dl22.iter().all(|e| e.label.is_none()));
+    let triples = from_triples(&shared().join("data/msmarco-triples-sample/triples.tsv")).unwrap();
+    assert_eq!(triples.len(), 200);
+    assert_eq!((triples[0].label, triples[1].label), (Some(1), Some(0)));
+}

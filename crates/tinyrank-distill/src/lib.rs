@@ -2,6 +2,7 @@
 //! distillation trains and evaluates with).
 
 pub mod data;
+pub mod examples;
 pub mod losses;
 pub mod metrics;
 pub mod rerank;

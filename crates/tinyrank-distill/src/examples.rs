@@ -1,0 +1,89 @@
+//! Training examples: (query, passage, label) from TREC-style dataset directories and MS MARCO
+//! triples, and a seeded per-epoch order so that a run can resume at an exact position.
+
+use std::path::Path;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::{DataError, Qrels, Run, TextTable, read_triples};
+use crate::rerank::{DatasetPaths, candidates};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub query_id: String,
+    pub query: String,
+    pub passage: String,
+    /// 1 relevant, 0 not; None when the source has no judgments (the pair then only gets the
+    /// teacher's signal).
+    pub label: Option<u8>,
+}
+
+/// Examples from each query's BM25 top-`top_k` in a dataset directory (queries.tsv,
+/// collection.tsv, bm25.run, optional qrels.txt). With qrels, a pair is labelled 1 when its
+/// grade is >= `min_rel` and 0 when judged lower or unjudged; without qrels it has no label.
+pub fn from_dataset(dir: &Path, top_k: usize, min_rel: i32) -> Result<Vec<Example>, DataError> {
+    let paths = DatasetPaths::in_dir(dir);
+    let queries = TextTable::read(&paths.queries, "query")?;
+    let collection = TextTable::read(&paths.collection, "passage")?;
+    let run = Run::read(&paths.run)?;
+    let qrels = paths.qrels.as_deref().map(Qrels::read).transpose()?;
+    let mut examples = Vec::new();
+    for c in candidates(&queries, &collection, &run, &paths.run, top_k)? {
+        for (doc_id, passage) in c.doc_ids.iter().zip(&c.passages) {
+            let label = qrels
+                .as_ref()
+                .map(|q| u8::from(q.grade(c.query_id, doc_id).is_some_and(|g| g >= min_rel)));
+            examples.push(Example {
+                query_id: c.query_id.to_string(),
+                query: c.query.to_string(),
+                passage: passage.to_string(),
+                label,
+            });
+        }
+    }
+    Ok(examples)
+}
+
+/// Two examples per MS MARCO triple: the positive (label 1) and the negative (label 0).
+pub fn from_triples(path: &Path) -> Result<Vec<Example>, DataError> {
+    Ok(read_triples(path)?
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            let query_id = format!("triple-{i}");
+            [(t.positive, 1), (t.negative, 0)].map(|(passage, label)| Example {
+                query_id: query_id.clone(),
+                query: t.query.clone(),
+                passage,
+                label: Some(label),
+            })
+        })
+        .collect())
+}
+
+/// The order in which epoch `epoch` visits `len` examples: a permutation that depends only on
+/// (seed, epoch), so a resumed run needs nothing but the epoch and its position in it.
+pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch);
+    order.shuffle(&mut rng);
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_orders_are_permutations_that_repeat_by_seed_and_differ_by_epoch() {
+        let a = epoch_order(1000, 7, 0);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(1000, 7, 0));
+        assert_ne!(a, epoch_order(1000, 7, 1));
+        assert_ne!(a, epoch_order(1000, 8, 0));
+    }
+}
