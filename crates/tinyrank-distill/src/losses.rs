@@ -30,7 +30,7 @@ impl LayerMap {
     /// The paper's map with k = teacher layers / student layers: attention of student layer i
     /// from teacher layer (i+1)k-1, hidden state i from teacher hidden state i*k.
     pub fn uniform(teacher_layers: usize, student_layers: usize) -> Result<Self, String> {
-        if student_layers == 0 || teacher_layers % student_layers != 0 {
+        if student_layers == 0 || !teacher_layers.is_multiple_of(student_layers) {
             return Err(format!(
                 "the teacher's {teacher_layers} layers are not a multiple of the student's \
                  {student_layers}: give an explicit layer map"
@@ -90,15 +90,12 @@ pub fn attention_loss(
 ) -> Tensor<1> {
     let [batch, len] = attention_mask.dims();
     let keys = attention_mask.clone().reshape([batch, 1, 1, len]);
-    let mut total: Option<Tensor<1>> = None;
-    for (s, &t) in student.iter().zip(&map.attention) {
-        let term = mse(s.clone() * keys.clone(), teacher[t].clone() * keys.clone());
-        total = Some(match total {
-            Some(acc) => acc + term,
-            None => term,
-        });
-    }
-    total.expect("at least one student layer")
+    student
+        .iter()
+        .zip(&map.attention)
+        .map(|(s, &t)| mse(s.clone() * keys.clone(), teacher[t].clone() * keys.clone()))
+        .reduce(|a, b| a + b)
+        .expect("at least one student layer")
 }
 
 /// Hidden-state MSE through `fit_dense`, summed over mapped hidden states (embeddings included).
@@ -108,15 +105,12 @@ pub fn hidden_loss(
     map: &LayerMap,
     fit_dense: &Linear,
 ) -> Tensor<1> {
-    let mut total: Option<Tensor<1>> = None;
-    for (s, &t) in student.iter().zip(&map.hidden) {
-        let term = mse(fit_dense.forward(s.clone()), teacher[t].clone());
-        total = Some(match total {
-            Some(acc) => acc + term,
-            None => term,
-        });
-    }
-    total.expect("at least the embedding output")
+    student
+        .iter()
+        .zip(&map.hidden)
+        .map(|(s, &t)| mse(fit_dense.forward(s.clone()), teacher[t].clone()))
+        .reduce(|a, b| a + b)
+        .expect("at least the embedding output")
 }
 
 /// Soft cross-entropy to the teacher at `temperature`, averaged over the batch.
