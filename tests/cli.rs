@@ -454,3 +454,35 @@ fn training_examples_carry_labels_from_qrels_and_none_without() {
     assert_eq!(triples.len(), 200);
     assert_eq!((triples[0].label, triples[1].label), (Some(1), Some(0)));
 }
+
+#[test]
+fn auto_device_picks_something_and_says_why() {
+    let slice = Slice::new();
+    let output = slice.file("auto.run");
+    let out = tinyrank(&[
+        "rerank",
+        "--model",
+        path(&tiny_model()),
+        "--queries",
+        path(&slice.file("queries.tsv")),
+        "--collection",
+        path(&slice.file("collection.tsv")),
+        "--run",
+        path(&slice.file("bm25.run")),
+        "--output",
+        path(&output),
+        "--device",
+        "auto",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // A hardware GPU, or the CPU with the reason (no adapter, or only a software one).
+    let device = stderr
+        .lines()
+        .find(|l| l.starts_with("device: "))
+        .expect("the device is named");
+    assert!(
+        device.starts_with("device: gpu") || device.contains("; "),
+        "{device}"
+    );
+}

@@ -51,6 +51,8 @@ pub enum BackendKind {
 pub struct SelectedDevice {
     pub device: Device,
     pub kind: BackendKind,
+    /// A GPU adapter that is emulated on the CPU (e.g. Mesa lavapipe).
+    pub software: bool,
     pub description: String,
 }
 
@@ -58,6 +60,7 @@ fn cpu(reason: &str) -> SelectedDevice {
     SelectedDevice {
         device: Device::flex(),
         kind: BackendKind::Cpu,
+        software: false,
         description: format!("cpu (burn flex){reason}"),
     }
 }
@@ -72,7 +75,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, Error> {
             Err(why) => Err(Error::Device(format!("--device gpu: {why}"))),
         },
         DeviceChoice::Auto => match gpu::adapter()? {
-            Ok(gpu) if !gpu.description.contains("software") => Ok(gpu),
+            Ok(gpu) if !gpu.software => Ok(gpu),
             Ok(gpu) => Ok(cpu(&format!(
                 "; auto skipped the only GPU adapter, {}, as slower than the CPU backend",
                 gpu.description
@@ -106,6 +109,7 @@ mod gpu {
                 Ok(SelectedDevice {
                     device,
                     kind: BackendKind::Gpu,
+                    software,
                     description: format!(
                         "gpu (burn wgpu, {:?}): {}{}",
                         info.backend,
