@@ -2,8 +2,8 @@
 """Checks that a checkpoint written by `tinyrank export` loads in transformers and scores like the
 checkpoint it came from.
 
-    tinyrank export --model ../shared/models/teacher-minilm-l6 --out /tmp/exported [--dtype f16]
-    python scripts/parity/check_export.py ../shared/models/teacher-minilm-l6 /tmp/exported
+    tinyrank export --model ../shared/models/teacher-minilm-l6 --out exported [--dtype f16]
+    python scripts/parity/check_export.py ../shared/models/teacher-minilm-l6 exported
 """
 import os
 import pathlib
