@@ -149,6 +149,10 @@ impl Slice {
     }
 
     fn rerank(&self, model: &Path, output: &Path) -> Output {
+        self.rerank_on(model, output, "cpu")
+    }
+
+    fn rerank_on(&self, model: &Path, output: &Path, device: &str) -> Output {
         tinyrank(&[
             "rerank",
             "--model",
@@ -162,7 +166,7 @@ impl Slice {
             "--output",
             path(output),
             "--device",
-            "cpu",
+            device,
         ])
     }
 }
@@ -458,22 +462,7 @@ fn training_examples_carry_labels_from_qrels_and_none_without() {
 #[test]
 fn auto_device_picks_something_and_says_why() {
     let slice = Slice::new();
-    let output = slice.file("auto.run");
-    let out = tinyrank(&[
-        "rerank",
-        "--model",
-        path(&tiny_model()),
-        "--queries",
-        path(&slice.file("queries.tsv")),
-        "--collection",
-        path(&slice.file("collection.tsv")),
-        "--run",
-        path(&slice.file("bm25.run")),
-        "--output",
-        path(&output),
-        "--device",
-        "auto",
-    ]);
+    let out = slice.rerank_on(&tiny_model(), &slice.file("auto.run"), "auto");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // A hardware GPU, or the CPU with the reason (no adapter, or only a software one).

@@ -100,7 +100,8 @@ impl BertConfig {
         serde_json::to_string_pretty(self).expect("a BertConfig always serializes")
     }
 
-    fn validate(&self, origin: &str) -> Result<(), Error> {
+    /// Checks that the fields describe a BERT tinyrank can build; `origin` names the source.
+    pub fn validate(&self, origin: &str) -> Result<(), Error> {
         let fail = |message: String| {
             Err(Error::Config {
                 file: origin.into(),

@@ -94,8 +94,7 @@ pub fn build_student(
                 BertConfig::new(teacher.config.vocab_size, *hidden, *layers, *heads, *ffn);
             config.max_position_embeddings = teacher.config.max_position_embeddings;
             config.set_num_labels(teacher.model.num_labels());
-            let text = config.to_json();
-            let config = BertConfig::from_json(&text, "--student random:")?;
+            config.validate("--student random:")?;
             teacher.fresh_with_config(config, device)
         }
     }
