@@ -1,7 +1,7 @@
 //! The `tinyrank` command line: rerank TREC runs with a cross-encoder, evaluate runs, and
 //! distil a teacher into a small student.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -12,6 +12,9 @@ use tinyrank_core::{DeviceChoice, Reranker, SaveDtype, Truncation, select_device
 use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
 use tinyrank_distill::rerank::{candidates, rerank};
+
+mod distill;
+use distill::DistillArgs;
 
 // Inference allocates and frees large activation buffers every batch; glibc hands them back to
 // the kernel each time (page faults showed up in profiles), mimalloc keeps them.
@@ -45,7 +48,7 @@ enum Command {
 struct DeviceArgs {
     /// auto (a hardware GPU when there is one, else the CPU), cpu or gpu.
     #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
+    pub(crate) device: DeviceChoice,
 }
 
 #[derive(Args)]
@@ -123,20 +126,13 @@ struct ExportArgs {
     dtype: String,
 }
 
-#[derive(Args)]
-struct DistillArgs {
-    /// Root of the shared assets (models/, data/); default $TINYRANK_SHARED or ../shared.
-    #[arg(long)]
-    assets: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Rerank(args) => run_rerank(args),
         Command::Eval(args) => run_eval(args),
         Command::Export(args) => run_export(args),
-        Command::Distill(args) => run_distill(args),
+        Command::Distill(args) => distill::run_distill(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -286,33 +282,4 @@ fn run_export(args: ExportArgs) -> Result<()> {
         dtype
     );
     Ok(())
-}
-
-fn assets_root(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os("TINYRANK_SHARED").map(PathBuf::from))
-        .unwrap_or_else(|| Path::new("..").join("shared"))
-}
-
-fn run_distill(args: DistillArgs) -> Result<()> {
-    let assets = assets_root(args.assets);
-    let teacher = assets.join("models/teacher-minilm-l6");
-    if !teacher.join("config.json").is_file() {
-        bail!(
-            "the teacher {} is missing: point --assets or TINYRANK_SHARED at the folder holding models/ and data/",
-            teacher.display()
-        );
-    }
-    eprintln!(
-        "tinyrank distill will: take the teacher {}",
-        teacher.display()
-    );
-    eprintln!(
-        "  copy 3 of its layers into a student, train it with Simplified TinyBERT on trec-dl-2020..2022,"
-    );
-    eprintln!(
-        "  then report nDCG@10 on trec-dl-2019 for BM25, the teacher and the student, with pairs/s."
-    );
-    bail!(
-        "distillation is not built yet (issue 3); `tinyrank rerank` and `tinyrank eval` work today"
-    )
 }

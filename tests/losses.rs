@@ -8,7 +8,10 @@ use serde::Deserialize;
 use tinyrank_core::burn::tensor::{Device, Int, Tensor, TensorData};
 use tinyrank_core::{Batch, Checkpoint, Trace};
 use tinyrank_distill::data::TextTable;
-use tinyrank_distill::losses::{LayerMap, attention_loss, hard_loss, hidden_loss, soft_loss};
+use tinyrank_core::model::ranking_scores;
+use tinyrank_distill::losses::{
+    LayerMap, attention_loss, hard_loss, hidden_loss, listwise_kl, margin_mse, soft_loss,
+};
 
 #[derive(Deserialize)]
 struct Golden {
@@ -25,6 +28,10 @@ struct Golden {
     total: f32,
     grad_query_weight: Vec<Vec<f32>>,
     grad_fit_dense_weight: Vec<Vec<f32>>,
+    margin_mse: f32,
+    grad_query_weight_margin_mse: Vec<Vec<f32>>,
+    listwise: f32,
+    grad_query_weight_listwise: Vec<Vec<f32>>,
 }
 
 fn scalar(t: Tensor<1>) -> f32 {
@@ -44,20 +51,13 @@ fn assert_grad_close(grad: Tensor<2>, want: &[Vec<f32>], what: &str) {
     assert!(worst <= 1e-4, "{what}: max |difference| {worst}");
 }
 
-#[test]
-fn simplified_tinybert_losses_and_gradients_match_torch() {
-    let golden: Golden = serde_json::from_str(
-        &std::fs::read_to_string(golden_dir().join("loss_parity.json")).unwrap(),
-    )
-    .unwrap();
-    let device = Device::flex().autodiff();
-    let teacher = Checkpoint::load(&golden_dir().join("tiny-2logit"), &device).unwrap();
-    let student = Checkpoint::load(&golden_dir().join("tiny-student"), &device).unwrap();
-    let fit_dense = student
-        .fit_dense
-        .as_ref()
-        .expect("the student carries fit_dense");
+fn golden() -> Golden {
+    serde_json::from_str(&std::fs::read_to_string(golden_dir().join("loss_parity.json")).unwrap())
+        .unwrap()
+}
 
+/// The golden batch, its token ids checked against torch's.
+fn golden_batch(golden: &Golden, student: &Checkpoint, device: &Device) -> Batch {
     let queries = TextTable::read(&dl19().join("queries.tsv"), "query").unwrap();
     let mut tokenizer = student.tokenizer.clone();
     tokenizer.set_max_len(golden.max_len).unwrap();
@@ -74,7 +74,7 @@ fn simplified_tinybert_losses_and_gradients_match_torch() {
         .iter()
         .map(|e| (e.ids.as_slice(), e.type_ids.as_slice()))
         .collect();
-    let batch = Batch::from_rows(&rows, tokenizer.pad_id(), &device);
+    let batch = Batch::from_rows(&rows, tokenizer.pad_id(), device);
     let padded = batch
         .input_ids
         .clone()
@@ -89,6 +89,48 @@ fn simplified_tinybert_losses_and_gradients_match_torch() {
         .map(|&i| i as i64)
         .collect();
     assert_eq!(padded, want, "token ids");
+    batch
+}
+
+#[test]
+fn ranking_losses_and_gradients_match_torch() {
+    let golden = golden();
+    let device = Device::flex().autodiff();
+    let teacher = Checkpoint::load(&golden_dir().join("tiny-2logit"), &Device::flex()).unwrap();
+    let student = Checkpoint::load(&golden_dir().join("tiny-student"), &device).unwrap();
+    // As in the trainer: the batch and the teacher live on the plain device; their tensors are
+    // constants to the student's graph.
+    let batch = golden_batch(&golden, &student, &Device::flex());
+    let t = ranking_scores(teacher.model.forward(&batch, Trace::default()).logits);
+    let cases: [(&str, f32, &Vec<Vec<f32>>); 2] = [
+        ("margin_mse", golden.margin_mse, &golden.grad_query_weight_margin_mse),
+        ("listwise", golden.listwise, &golden.grad_query_weight_listwise),
+    ];
+    for (name, want, want_grad) in cases {
+        let s = ranking_scores(student.model.forward(&batch, Trace::default()).logits);
+        let loss = match name {
+            "margin_mse" => margin_mse(s.reshape([2, 2]), t.clone().reshape([2, 2])),
+            _ => listwise_kl(s.reshape([1, 4]), t.clone().reshape([1, 4]), golden.temperature),
+        };
+        let got = scalar(loss.clone());
+        assert!((got - want).abs() <= 1e-4f32.max(want.abs() * 1e-5), "{name}: {got} vs torch {want}");
+        let grads = loss.backward();
+        let grad = student.model.layers[0].query.weight.val().grad(&grads).unwrap();
+        assert_grad_close(grad, want_grad, &format!("d {name} / d query.weight"));
+    }
+}
+
+#[test]
+fn simplified_tinybert_losses_and_gradients_match_torch() {
+    let golden = golden();
+    let device = Device::flex().autodiff();
+    let teacher = Checkpoint::load(&golden_dir().join("tiny-2logit"), &device).unwrap();
+    let student = Checkpoint::load(&golden_dir().join("tiny-student"), &device).unwrap();
+    let fit_dense = student
+        .fit_dense
+        .as_ref()
+        .expect("the student carries fit_dense");
+    let batch = golden_batch(&golden, &student, &device);
 
     let t = teacher.model.forward(&batch, Trace::ALL);
     let s = student.model.forward(&batch, Trace::ALL);

@@ -92,19 +92,41 @@ def main():
     hard = -(picked * labelled).sum() / labelled.sum().clamp(min=1)
     total = attention + hidden + soft + hard
     total.backward()
+    grad_query = student.bert.encoder.layer[0].attention.self.query.weight.grad.clone()
+
+    # Beyond the paper: margin-MSE over groups (0, 1), (2, 3) and listwise KL over the 4 pairs as
+    # one group, on ranking scores (a 1-logit score; logit1 - logit0 for 2 logits).
+    rank = lambda z: z[:, 0] if z.shape[1] == 1 else z[:, 1] - z[:, 0]
+    query_weight = student.bert.encoder.layer[0].attention.self.query.weight
+    grads = {}
+    for name in ("margin_mse", "listwise"):
+        student.zero_grad()
+        s_rank, t_rank = rank(student(**enc).logits), rank(t_out.logits)
+        if name == "margin_mse":
+            s_g, t_g = s_rank.view(2, 2), t_rank.view(2, 2)
+            margins = lambda g: g[:, :, None] - g[:, None, :]
+            loss = ((margins(s_g) - margins(t_g)) ** 2).mean()
+        else:
+            t_log = torch.log_softmax(t_rank.view(1, 4) / TEMPERATURE, 1)
+            s_log = torch.log_softmax(s_rank.view(1, 4) / TEMPERATURE, 1)
+            loss = (t_log.exp() * (t_log - s_log)).sum(1).mean()
+        loss.backward()
+        grads[name] = (loss.item(), query_weight.grad.tolist())
 
     golden = {
+        "margin_mse": grads["margin_mse"][0], "grad_query_weight_margin_mse": grads["margin_mse"][1],
+        "listwise": grads["listwise"][0], "grad_query_weight_listwise": grads["listwise"][1],
         "max_len": MAX_LEN, "temperature": TEMPERATURE, "labels": LABELS, "labelled": LABELLED,
         "pairs": [[queries[i][0], queries[i + 1][0]] for i in range(4)],
         "input_ids": enc["input_ids"].tolist(),
         "attention": attention.item(), "hidden": hidden.item(), "soft": soft.item(), "hard": hard.item(),
         "total": total.item(),
         # HF layout [out, in].
-        "grad_query_weight": student.bert.encoder.layer[0].attention.self.query.weight.grad.tolist(),
+        "grad_query_weight": grad_query.tolist(),
         "grad_fit_dense_weight": fit_dense.weight.grad.tolist(),
     }
     (GOLDEN / "loss_parity.json").write_text(json.dumps(golden), encoding="utf-8")
-    print({k: golden[k] for k in ("attention", "hidden", "soft", "hard", "total")})
+    print({k: golden[k] for k in ("attention", "hidden", "soft", "hard", "total", "margin_mse", "listwise")})
 
 
 if __name__ == "__main__":

@@ -241,6 +241,19 @@ mod fs {
         tokenizer_files: &[(String, Vec<u8>)],
         dtype: SaveDtype,
     ) -> Result<(), Error> {
+        let files = checkpoint_files(config, model, fit_dense, tokenizer_files, dtype)?;
+        write_dir_atomically(dir, &files)
+    }
+
+    /// The (file name, bytes) of an HF checkpoint, for callers that add files of their own
+    /// before writing the directory with [`write_dir_atomically`].
+    pub fn checkpoint_files(
+        config: &BertConfig,
+        model: &CrossEncoder,
+        fit_dense: Option<&Linear>,
+        tokenizer_files: &[(String, Vec<u8>)],
+        dtype: SaveDtype,
+    ) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let mut config = config.clone();
         config.num_hidden_layers = model.num_layers();
         config.set_num_labels(model.num_labels());
@@ -259,7 +272,7 @@ mod fs {
             ("model.safetensors".into(), bytes),
         ];
         files.extend(tokenizer_files.iter().cloned());
-        write_dir_atomically(dir, &files)
+        Ok(files)
     }
 
     fn sibling(dir: &Path, suffix: &str) -> PathBuf {
@@ -305,4 +318,4 @@ mod fs {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use fs::{save_checkpoint, write_dir_atomically};
+pub use fs::{checkpoint_files, save_checkpoint, write_dir_atomically};

@@ -5,7 +5,9 @@ pub mod data;
 pub mod examples;
 pub mod losses;
 pub mod metrics;
+pub mod optim;
 pub mod rerank;
 pub mod student;
+pub mod train;
 
 pub use tinyrank_core as core;

@@ -17,7 +17,7 @@ use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Int, Tensor};
 
 /// Which teacher layer each student layer learns from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerMap {
     /// `attention[i]`: the teacher layer whose attention scores student layer i matches.
     pub attention: Vec<usize>,
@@ -64,6 +64,37 @@ impl LayerMap {
             ));
         }
         Ok(())
+    }
+}
+
+/// `attention=1,3,5;hidden=0,2,4,6` (the `--layer-map` syntax).
+impl std::str::FromStr for LayerMap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (mut attention, mut hidden) = (None, None);
+        for part in s.split(';') {
+            let (key, list) = part
+                .split_once('=')
+                .ok_or_else(|| format!("layer map: expected attention=...;hidden=..., found {part:?}"))?;
+            let values = list
+                .split(',')
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| format!("layer map: {v:?} is not a layer index"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            match key.trim() {
+                "attention" => attention = Some(values),
+                "hidden" => hidden = Some(values),
+                other => return Err(format!("layer map: unknown key {other:?} (attention, hidden)")),
+            }
+        }
+        Ok(Self {
+            attention: attention.ok_or("layer map: attention= is missing")?,
+            hidden: hidden.ok_or("layer map: hidden= is missing")?,
+        })
     }
 }
 
@@ -140,6 +171,27 @@ pub fn hard_loss(
     (picked * labelled).sum().neg() / count
 }
 
+/// Margin-MSE (Hofstätter et al., 2020) over groups: `scores` are `[groups, size]` ranking scores
+/// (log-odds) and the loss is the mean over every ordered pair (i, j) of a group of
+/// ((s_i - s_j) - (t_i - t_j))^2. With groups of (positive, negative) this is the paper's loss.
+pub fn margin_mse(student: Tensor<2>, teacher: Tensor<2>) -> Tensor<1> {
+    let [groups, size] = student.dims();
+    let margins = |t: Tensor<2>| {
+        t.clone().reshape([groups, size, 1]) - t.reshape([groups, 1, size])
+    };
+    mse(margins(student), margins(teacher))
+}
+
+/// Listwise KL divergence KL(teacher || student) of softmax(scores / T) over each group of a
+/// query's candidates, `[groups, size]`, averaged over groups.
+pub fn listwise_kl(student: Tensor<2>, teacher: Tensor<2>, temperature: f64) -> Tensor<1> {
+    let teacher_log = log_softmax(teacher / temperature, 1);
+    let student_log = log_softmax(student / temperature, 1);
+    (teacher_log.clone().exp() * (teacher_log - student_log))
+        .sum_dim(1)
+        .mean()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +211,8 @@ mod tests {
         );
         assert!(map.validate(12, 3).is_ok());
         assert!(map.validate(6, 3).unwrap_err().contains("teacher layer 7"));
+        let parsed: LayerMap = "attention=1,3,5;hidden=0,2,4,6".parse().unwrap();
+        assert_eq!(parsed, LayerMap::uniform(6, 3).unwrap());
+        assert!("attention=1,x;hidden=0".parse::<LayerMap>().is_err());
     }
 }

@@ -1,0 +1,479 @@
+//! `tinyrank distill`: builds the teacher, student and examples from flags, runs the trainer
+//! with a progress bar, then compares BM25, the teacher and the student on an evaluation set.
+//!
+//! With no flags it is the demo recipe: the shared teacher, a student of its layers 1, 3 and 5,
+//! Simplified TinyBERT on a slice of TREC DL 2020-2022, and a table on TREC DL 2019.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tinyrank_core::{Checkpoint, Reranker, select_device};
+use tinyrank_distill::data::{Qrels, Run, TextTable};
+use tinyrank_distill::examples::{Example, from_dataset, from_triples};
+use tinyrank_distill::losses::LayerMap;
+use tinyrank_distill::metrics::{EvalOptions, Metric, evaluate};
+use tinyrank_distill::rerank::{DatasetPaths, candidates, rerank};
+use tinyrank_distill::student::{StudentSpec, build_student};
+use tinyrank_distill::train::{
+    DevSet, Event, Method, Outcome, RunIdentity, TrainConfig, TrainSetup, train,
+};
+
+use crate::DeviceArgs;
+
+#[derive(Args)]
+pub struct DistillArgs {
+    /// Root of the shared assets (models/, data/) that the defaults point into;
+    /// default $TINYRANK_SHARED, else ../shared.
+    #[arg(long)]
+    assets: Option<PathBuf>,
+    /// Teacher cross-encoder directory [default: <assets>/models/teacher-minilm-l6].
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// A checkpoint directory, teacher-layers:1,3,5 or random:layers=3,hidden=384,heads=12,ffn=1536.
+    #[arg(long, default_value = "teacher-layers:1,3,5")]
+    student: String,
+    /// simplified, standard, tinybert, margin-mse, listwise or labels.
+    #[arg(long, default_value = "simplified")]
+    method: Method,
+    /// Training dataset directories (queries.tsv, collection.tsv, bm25.run, optional qrels.txt)
+    /// [default: <assets>/data/trec-dl-2020, -2021, -2022].
+    #[arg(long, value_delimiter = ',')]
+    train: Vec<PathBuf>,
+    /// MS MARCO triples files (query, positive, negative) to train on as well.
+    #[arg(long, value_delimiter = ',')]
+    triples: Vec<PathBuf>,
+    /// Candidates per training query taken from the top of its run.
+    #[arg(long, default_value_t = 12)]
+    train_top_k: usize,
+    /// Lowest qrels grade labelled relevant.
+    #[arg(long, default_value_t = 2)]
+    min_rel: i32,
+    /// Evaluation dataset directory (with qrels.txt) [default: <assets>/data/trec-dl-2019].
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Candidates per evaluation query reranked (the rest keep their BM25 order below them).
+    #[arg(long, default_value_t = 20)]
+    eval_top_k: usize,
+    /// Skip the final evaluation.
+    #[arg(long)]
+    no_eval: bool,
+    /// Evaluate only the student (for when the teacher's figures are known).
+    #[arg(long)]
+    no_teacher_eval: bool,
+    /// A dataset directory evaluated every --eval-every steps; the best student is kept.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    dev_top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    eval_every: usize,
+    /// Output directory: checkpoint/, student/, log.jsonl, loss.svg, results.md.
+    #[arg(long, default_value = "runs/distill")]
+    out: PathBuf,
+    /// Continue from this training checkpoint (default: <out>/checkpoint when it holds the same
+    /// run).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Optimiser steps (overrides --epochs).
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long, default_value_t = 1.0)]
+    epochs: f64,
+    /// Pairs per micro-batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Micro-batches per optimiser step.
+    #[arg(long, default_value_t = 1)]
+    accumulation: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Fraction of steps of linear warm-up.
+    #[arg(long, default_value_t = 0.1)]
+    warmup: f64,
+    /// Global gradient-norm clip; 0 disables.
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Standard KD's soft-loss weight.
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f64,
+    /// Candidates of one query per group (margin-mse, listwise).
+    #[arg(long, default_value_t = 8)]
+    group_size: usize,
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// TinyBERT: fraction of the steps spent on its first (intermediate) step.
+    #[arg(long, default_value_t = 0.5)]
+    tinybert_split: f64,
+    /// attention=1,3,5;hidden=0,2,4,6 (default: the paper's uniform map).
+    #[arg(long)]
+    layer_map: Option<LayerMap>,
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn assets_root(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("TINYRANK_SHARED").map(PathBuf::from))
+        .unwrap_or_else(|| Path::new("..").join("shared"))
+}
+
+pub fn run_distill(args: DistillArgs) -> Result<()> {
+    let assets = assets_root(args.assets.clone());
+    let teacher_dir = args
+        .teacher
+        .clone()
+        .unwrap_or_else(|| assets.join("models/teacher-minilm-l6"));
+    let train_dirs = if args.train.is_empty() && args.triples.is_empty() {
+        ["2020", "2021", "2022"]
+            .map(|y| assets.join(format!("data/trec-dl-{y}")))
+            .to_vec()
+    } else {
+        args.train.clone()
+    };
+    let eval_dir = args
+        .eval
+        .clone()
+        .unwrap_or_else(|| assets.join("data/trec-dl-2019"));
+    let asset_hint = "point --assets or TINYRANK_SHARED at the folder that holds models/ and data/ \
+                      (the shared assets), or give --teacher, --train and --eval";
+    if !teacher_dir.join("config.json").is_file() {
+        bail!("the teacher {} is missing: {asset_hint}", teacher_dir.display());
+    }
+    for dir in train_dirs.iter().chain((!args.no_eval).then_some(&eval_dir)) {
+        if !dir.join("queries.tsv").is_file() {
+            bail!("the dataset {} is missing: {asset_hint}", dir.display());
+        }
+    }
+
+    // Data first: bad input fails before any model loads.
+    let mut examples: Vec<Example> = Vec::new();
+    let mut sources = Vec::new();
+    for dir in &train_dirs {
+        examples.extend(from_dataset(dir, args.train_top_k, args.min_rel)?);
+        sources.push(format!(
+            "{} top-{} min-rel {}",
+            dir.display(),
+            args.train_top_k,
+            args.min_rel
+        ));
+    }
+    for file in &args.triples {
+        examples.extend(from_triples(file)?);
+        sources.push(file.display().to_string());
+    }
+    let evaluation = if args.no_eval {
+        None
+    } else {
+        Some(EvalSet::read(&eval_dir, args.eval_top_k)?)
+    };
+    let dev = args
+        .dev
+        .as_ref()
+        .map(|d| DevSet::read(d, args.dev_top_k))
+        .transpose()?;
+    let spec: StudentSpec = args.student.parse().map_err(anyhow::Error::msg)?;
+
+    let mut config = TrainConfig::new(args.method, 1);
+    config.temperature = args.temperature;
+    config.alpha = args.alpha;
+    config.learning_rate = args.lr;
+    config.weight_decay = args.weight_decay;
+    config.warmup = args.warmup;
+    config.max_grad_norm = args.max_grad_norm;
+    config.batch_size = args.batch_size;
+    config.accumulation = args.accumulation;
+    config.group_size = args.group_size;
+    config.max_len = args.max_len;
+    config.seed = args.seed;
+    config.tinybert_split = args.tinybert_split;
+    config.layer_map = args.layer_map.clone();
+    config.steps = match args.steps {
+        Some(steps) => steps,
+        None => config.steps_for_epochs(args.epochs, examples.len()),
+    };
+
+    let selected = select_device(args.device.device)?;
+    eprintln!("device: {}", selected.description);
+    let device = selected.device.clone();
+    let teacher = if args.method.needs_teacher() || evaluation.is_some() {
+        Some(Checkpoint::load(&teacher_dir, &device)?)
+    } else {
+        None
+    };
+    let student = build_student(&spec, &teacher_dir, &device.clone().autodiff())?;
+    eprintln!(
+        "teacher {} ({} layers, {} hidden) -> student {} ({} layers, {} hidden); {} with {} \
+         examples, {} steps of {} pairs, max length {}",
+        teacher_dir.display(),
+        teacher.as_ref().map_or(0, |t| t.model.num_layers()),
+        teacher.as_ref().map_or(0, |t| t.model.hidden_size()),
+        args.student,
+        student.model.num_layers(),
+        student.model.hidden_size(),
+        args.method,
+        examples.len(),
+        config.steps,
+        config.pairs_per_step(),
+        config.max_len
+    );
+
+    let identity = RunIdentity {
+        config: config.clone(),
+        teacher: teacher_dir.display().to_string(),
+        student: args.student.clone(),
+        data: sources,
+        examples: examples.len(),
+    };
+    let mut eval_teacher = teacher.as_ref().map(|t| {
+        Reranker::new(t.model.clone(), t.tokenizer.clone(), device.clone())
+    });
+    let setup = TrainSetup {
+        config: config.clone(),
+        identity,
+        teacher: teacher.filter(|_| args.method.needs_teacher()),
+        student,
+        examples,
+        device: device.clone(),
+        out_dir: args.out.clone(),
+        resume: args.resume.clone(),
+        checkpoint_every: args.checkpoint_every,
+        dev,
+        eval_every: args.eval_every,
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                // A second Ctrl-C: leave now. Checkpoints are written whole or not at all.
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this step (the checkpoint is saved); Ctrl-C again to quit now");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let bar = ProgressBar::new(config.steps as u64).with_style(
+        ProgressStyle::with_template("{bar:30} step {pos}/{len}  eta {eta}  {msg}")
+            .expect("valid template"),
+    );
+    let outcome = train(setup, &stop, |event| match event {
+        Event::Started {
+            start_step,
+            resumed_from,
+            ..
+        } => {
+            bar.set_position(start_step as u64);
+            bar.reset_eta();
+            if let Some(dir) = resumed_from {
+                bar.println(format!("resuming from {} at step {start_step}", dir.display()));
+            }
+        }
+        Event::Step(log) => {
+            let terms: Vec<String> = log
+                .terms
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.4}"))
+                .collect();
+            bar.set_message(format!(
+                "loss {:.4} ({})  {:.1} pairs/s",
+                log.loss,
+                terms.join(", "),
+                log.pairs_per_sec
+            ));
+            bar.set_position(log.step as u64);
+        }
+        Event::Saved { .. } => {}
+        Event::Dev { step, ndcg10, best } => bar.println(format!(
+            "step {step}: dev nDCG@10 {ndcg10:.4}{}",
+            if best { " (best so far)" } else { "" }
+        )),
+    })?;
+    bar.finish_and_clear();
+    let student_dir = match outcome {
+        Outcome::Stopped { step, checkpoint } => {
+            eprintln!(
+                "stopped at step {step}; checkpoint at {}. Run the same command again to resume.",
+                checkpoint.display()
+            );
+            return Ok(());
+        }
+        Outcome::Finished {
+            student_dir,
+            steps,
+            best_dev,
+        } => {
+            eprintln!(
+                "trained {steps} steps; student written to {} (log {}, plot {}){}",
+                student_dir.display(),
+                args.out.join("log.jsonl").display(),
+                args.out.join("loss.svg").display(),
+                best_dev
+                    .map(|(s, v)| format!("; best dev nDCG@10 {v:.4} at step {s}"))
+                    .unwrap_or_default()
+            );
+            student_dir
+        }
+    };
+
+    let Some(evaluation) = evaluation else {
+        return Ok(());
+    };
+    let mut rows = vec![evaluation.bm25_row()];
+    if !args.no_teacher_eval
+        && let Some(teacher) = eval_teacher.as_mut()
+    {
+        rows.push(evaluation.score("teacher", teacher, args.max_len)?);
+    }
+    let mut student = Reranker::load(&student_dir, &device)?;
+    rows.push(evaluation.score(
+        &format!("student ({})", args.method),
+        &mut student,
+        args.max_len,
+    )?);
+    let table = evaluation.table(&rows);
+    println!("{table}");
+    tinyrank_distill::data::write_atomically(&args.out.join("results.md"), table.as_bytes())?;
+    Ok(())
+}
+
+/// The evaluation set and its figures.
+struct EvalSet {
+    dir: PathBuf,
+    top_k: usize,
+    queries: TextTable,
+    collection: TextTable,
+    run: Run,
+    run_path: PathBuf,
+    qrels: Qrels,
+}
+
+struct Row {
+    name: String,
+    ndcg10: f64,
+    rr10: f64,
+    pairs_per_sec: Option<f64>,
+}
+
+impl EvalSet {
+    fn read(dir: &Path, top_k: usize) -> Result<Self> {
+        let paths = DatasetPaths::in_dir(dir);
+        let qrels = paths
+            .qrels
+            .clone()
+            .with_context(|| format!("{}: evaluation needs qrels.txt", dir.display()))?;
+        let set = Self {
+            dir: dir.to_path_buf(),
+            top_k,
+            queries: TextTable::read(&paths.queries, "query")?,
+            collection: TextTable::read(&paths.collection, "passage")?,
+            run: Run::read(&paths.run)?,
+            run_path: paths.run,
+            qrels: Qrels::read(&qrels)?,
+        };
+        candidates(&set.queries, &set.collection, &set.run, &set.run_path, top_k)?;
+        Ok(set)
+    }
+
+    fn metrics(&self, run: &Run) -> (f64, f64) {
+        let options = EvalOptions {
+            min_rel: 2,
+            ..EvalOptions::default()
+        };
+        let e = evaluate(run, &self.qrels, &[Metric::Ndcg(10), Metric::Rr(Some(10))], options);
+        (e.means[0], e.means[1])
+    }
+
+    fn bm25_row(&self) -> Row {
+        let (ndcg10, rr10) = self.metrics(&self.run);
+        Row {
+            name: "BM25".into(),
+            ndcg10,
+            rr10,
+            pairs_per_sec: None,
+        }
+    }
+
+    /// Reranks the top-k with `reranker`; candidates below the top-k keep their BM25 order,
+    /// under the reranked ones.
+    fn score(&self, name: &str, reranker: &mut Reranker, max_len: usize) -> Result<Row> {
+        reranker.set_max_len(max_len)?;
+        let todo = candidates(
+            &self.queries,
+            &self.collection,
+            &self.run,
+            &self.run_path,
+            self.top_k,
+        )?;
+        let pairs: usize = todo.iter().map(|c| c.passages.len()).sum();
+        let bar = ProgressBar::new(pairs as u64).with_style(
+            ProgressStyle::with_template(&format!(
+                "{name}: {{bar:30}} {{pos}}/{{len}} pairs  {{per_sec}}  eta {{eta}}"
+            ))
+            .expect("valid template"),
+        );
+        let started = Instant::now();
+        let mut run = rerank(reranker, &todo, |n| bar.inc(n as u64))?;
+        let secs = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let floor = run
+            .results
+            .values()
+            .flatten()
+            .map(|e| e.score)
+            .fold(f64::INFINITY, f64::min);
+        for qid in &self.run.query_ids {
+            for (i, entry) in self.run.ranked(qid).into_iter().enumerate().skip(self.top_k) {
+                let mut entry = entry.clone();
+                entry.score = floor - 1.0 - i as f64;
+                run.push(qid, entry);
+            }
+        }
+        let (ndcg10, rr10) = self.metrics(&run);
+        Ok(Row {
+            name: name.into(),
+            ndcg10,
+            rr10,
+            pairs_per_sec: Some(pairs as f64 / secs),
+        })
+    }
+
+    fn table(&self, rows: &[Row]) -> String {
+        let teacher_speed = rows
+            .iter()
+            .find(|r| r.name == "teacher")
+            .and_then(|r| r.pairs_per_sec);
+        let mut out = format!(
+            "{} (top-{} reranked, {} queries)\n\n| run | nDCG@10 | RR@10 (min-rel 2) | pairs/s | vs teacher |\n|---|---|---|---|---|\n",
+            self.dir.display(),
+            self.top_k,
+            self.run.query_ids.len()
+        );
+        for row in rows {
+            let speed = row
+                .pairs_per_sec
+                .map_or("-".into(), |s| format!("{s:.1}"));
+            let ratio = match (row.pairs_per_sec, teacher_speed) {
+                (Some(s), Some(t)) => format!("{:.2}x", s / t),
+                _ => "-".into(),
+            };
+            out.push_str(&format!(
+                "| {} | {:.4} | {:.4} | {speed} | {ratio} |\n",
+                row.name, row.ndcg10, row.rr10
+            ));
+        }
+        out
+    }
+}
