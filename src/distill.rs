@@ -48,7 +48,7 @@ pub struct DistillArgs {
     #[arg(long, value_delimiter = ',')]
     triples: Vec<PathBuf>,
     /// Candidates per training query taken from the top of its run.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 8)]
     train_top_k: usize,
     /// Lowest qrels grade labelled relevant.
     #[arg(long, default_value_t = 2)]
@@ -149,9 +149,15 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     let asset_hint = "point --assets or TINYRANK_SHARED at the folder that holds models/ and data/ \
                       (the shared assets), or give --teacher, --train and --eval";
     if !teacher_dir.join("config.json").is_file() {
-        bail!("the teacher {} is missing: {asset_hint}", teacher_dir.display());
+        bail!(
+            "the teacher {} is missing: {asset_hint}",
+            teacher_dir.display()
+        );
     }
-    for dir in train_dirs.iter().chain((!args.no_eval).then_some(&eval_dir)) {
+    for dir in train_dirs
+        .iter()
+        .chain((!args.no_eval).then_some(&eval_dir))
+    {
         if !dir.join("queries.tsv").is_file() {
             bail!("the dataset {} is missing: {asset_hint}", dir.display());
         }
@@ -236,9 +242,9 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
         data: sources,
         examples: examples.len(),
     };
-    let mut eval_teacher = teacher.as_ref().map(|t| {
-        Reranker::new(t.model.clone(), t.tokenizer.clone(), device.clone())
-    });
+    let mut eval_teacher = teacher
+        .as_ref()
+        .map(|t| Reranker::new(t.model.clone(), t.tokenizer.clone(), device.clone()));
     let setup = TrainSetup {
         config: config.clone(),
         identity,
@@ -261,7 +267,9 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
                 // A second Ctrl-C: leave now. Checkpoints are written whole or not at all.
                 std::process::exit(130);
             }
-            eprintln!("\nstopping after this step (the checkpoint is saved); Ctrl-C again to quit now");
+            eprintln!(
+                "\nstopping after this step (the checkpoint is saved); Ctrl-C again to quit now"
+            );
         })
         .context("installing the Ctrl-C handler")?;
     }
@@ -278,7 +286,9 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
             bar.set_position(start_step as u64);
             bar.reset_eta();
             if let Some(dir) = resumed_from {
-                bar.println(format!("resuming from {} at step {start_step}", dir.display()));
+                // suspend + eprintln, not println: indicatif drops println when stderr is no
+                // terminal, and logs of unattended runs need these lines.
+                bar.suspend(|| eprintln!("resuming from {} at step {start_step}", dir.display()));
             }
         }
         Event::Step(log) => {
@@ -296,10 +306,12 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
             bar.set_position(log.step as u64);
         }
         Event::Saved { .. } => {}
-        Event::Dev { step, ndcg10, best } => bar.println(format!(
-            "step {step}: dev nDCG@10 {ndcg10:.4}{}",
-            if best { " (best so far)" } else { "" }
-        )),
+        Event::Dev { step, ndcg10, best } => bar.suspend(|| {
+            eprintln!(
+                "step {step}: dev nDCG@10 {ndcg10:.4}{}",
+                if best { " (best so far)" } else { "" }
+            )
+        }),
     })?;
     bar.finish_and_clear();
     let student_dir = match outcome {
@@ -383,7 +395,13 @@ impl EvalSet {
             run_path: paths.run,
             qrels: Qrels::read(&qrels)?,
         };
-        candidates(&set.queries, &set.collection, &set.run, &set.run_path, top_k)?;
+        candidates(
+            &set.queries,
+            &set.collection,
+            &set.run,
+            &set.run_path,
+            top_k,
+        )?;
         Ok(set)
     }
 
@@ -392,7 +410,12 @@ impl EvalSet {
             min_rel: 2,
             ..EvalOptions::default()
         };
-        let e = evaluate(run, &self.qrels, &[Metric::Ndcg(10), Metric::Rr(Some(10))], options);
+        let e = evaluate(
+            run,
+            &self.qrels,
+            &[Metric::Ndcg(10), Metric::Rr(Some(10))],
+            options,
+        );
         (e.means[0], e.means[1])
     }
 
@@ -435,7 +458,13 @@ impl EvalSet {
             .map(|e| e.score)
             .fold(f64::INFINITY, f64::min);
         for qid in &self.run.query_ids {
-            for (i, entry) in self.run.ranked(qid).into_iter().enumerate().skip(self.top_k) {
+            for (i, entry) in self
+                .run
+                .ranked(qid)
+                .into_iter()
+                .enumerate()
+                .skip(self.top_k)
+            {
                 let mut entry = entry.clone();
                 entry.score = floor - 1.0 - i as f64;
                 run.push(qid, entry);
@@ -462,9 +491,7 @@ impl EvalSet {
             self.run.query_ids.len()
         );
         for row in rows {
-            let speed = row
-                .pairs_per_sec
-                .map_or("-".into(), |s| format!("{s:.1}"));
+            let speed = row.pairs_per_sec.map_or("-".into(), |s| format!("{s:.1}"));
             let ratio = match (row.pairs_per_sec, teacher_speed) {
                 (Some(s), Some(t)) => format!("{:.2}x", s / t),
                 _ => "-".into(),

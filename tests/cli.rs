@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
+use tinyrank_core::Checkpoint;
+use tinyrank_core::burn::tensor::Device;
 
 fn tinyrank(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tinyrank"))
@@ -413,6 +415,63 @@ fn export_round_trips_in_f32_and_f16() {
 fn distill_without_assets_says_where_to_point() {
     let out = tinyrank(&["distill", "--assets", "/nonexistent-assets"]);
     assert_rejected(&out, &["--assets", "TINYRANK_SHARED"]);
+}
+
+/// The whole `distill` job on the tiny test checkpoints: train, export, compare, and a second run
+/// of the same command that finds the finished checkpoint and only evaluates.
+#[test]
+fn distill_trains_exports_and_compares() {
+    let out = tempfile::tempdir().unwrap();
+    let (teacher, data) = (golden_dir().join("tiny-2logit"), dl19());
+    let args = [
+        "distill",
+        "--teacher",
+        path(&teacher),
+        "--student",
+        "teacher-layers:1",
+        "--train",
+        path(&data),
+        "--train-top-k",
+        "2",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--eval",
+        path(&data),
+        "--eval-top-k",
+        "2",
+        "--max-len",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        path(out.path()),
+    ];
+    let first = tinyrank(&args);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stdout.contains("| BM25 | 0.5058 |"), "{stdout}");
+    assert!(stdout.contains("| teacher |") && stdout.contains("| student (simplified) |"));
+    for file in ["results.md", "log.jsonl", "loss.svg", "student/config.json"] {
+        assert!(out.path().join(file).is_file(), "{file} missing");
+    }
+    let student = Checkpoint::load(&out.path().join("student"), &Device::flex()).unwrap();
+    assert_eq!(student.model.num_layers(), 1);
+
+    let again = tinyrank(&args);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("resuming from") && stderr.contains("at step 3"),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(out.path().join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+
+    let bad = tinyrank(&[&args[..], &["--method", "listwise", "--group-size", "3"]].concat());
+    assert_rejected(&bad, &["multiple of the group size"]);
 }
 
 #[test]

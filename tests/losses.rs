@@ -6,9 +6,9 @@ mod common;
 use common::*;
 use serde::Deserialize;
 use tinyrank_core::burn::tensor::{Device, Int, Tensor, TensorData};
+use tinyrank_core::model::ranking_scores;
 use tinyrank_core::{Batch, Checkpoint, Trace};
 use tinyrank_distill::data::TextTable;
-use tinyrank_core::model::ranking_scores;
 use tinyrank_distill::losses::{
     LayerMap, attention_loss, hard_loss, hidden_loss, listwise_kl, margin_mse, soft_loss,
 };
@@ -103,19 +103,39 @@ fn ranking_losses_and_gradients_match_torch() {
     let batch = golden_batch(&golden, &student, &Device::flex());
     let t = ranking_scores(teacher.model.forward(&batch, Trace::default()).logits);
     let cases: [(&str, f32, &Vec<Vec<f32>>); 2] = [
-        ("margin_mse", golden.margin_mse, &golden.grad_query_weight_margin_mse),
-        ("listwise", golden.listwise, &golden.grad_query_weight_listwise),
+        (
+            "margin_mse",
+            golden.margin_mse,
+            &golden.grad_query_weight_margin_mse,
+        ),
+        (
+            "listwise",
+            golden.listwise,
+            &golden.grad_query_weight_listwise,
+        ),
     ];
     for (name, want, want_grad) in cases {
         let s = ranking_scores(student.model.forward(&batch, Trace::default()).logits);
         let loss = match name {
             "margin_mse" => margin_mse(s.reshape([2, 2]), t.clone().reshape([2, 2])),
-            _ => listwise_kl(s.reshape([1, 4]), t.clone().reshape([1, 4]), golden.temperature),
+            _ => listwise_kl(
+                s.reshape([1, 4]),
+                t.clone().reshape([1, 4]),
+                golden.temperature,
+            ),
         };
         let got = scalar(loss.clone());
-        assert!((got - want).abs() <= 1e-4f32.max(want.abs() * 1e-5), "{name}: {got} vs torch {want}");
+        assert!(
+            (got - want).abs() <= 1e-4f32.max(want.abs() * 1e-5),
+            "{name}: {got} vs torch {want}"
+        );
         let grads = loss.backward();
-        let grad = student.model.layers[0].query.weight.val().grad(&grads).unwrap();
+        let grad = student.model.layers[0]
+            .query
+            .weight
+            .val()
+            .grad(&grads)
+            .unwrap();
         assert_grad_close(grad, want_grad, &format!("d {name} / d query.weight"));
     }
 }

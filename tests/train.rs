@@ -68,8 +68,12 @@ fn file(dir: &Path, name: &str) -> Vec<u8> {
 fn a_stopped_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     for method in [Method::Simplified, Method::Tinybert, Method::Listwise] {
         let whole = tempfile::tempdir().unwrap();
-        let outcome = train(setup(config(method), whole.path()), &AtomicBool::new(false), |_| {})
-            .unwrap();
+        let outcome = train(
+            setup(config(method), whole.path()),
+            &AtomicBool::new(false),
+            |_| {},
+        )
+        .unwrap();
         assert!(matches!(outcome, Outcome::Finished { steps: 6, .. }));
 
         let split = tempfile::tempdir().unwrap();
@@ -115,7 +119,11 @@ fn a_stopped_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
         let log = std::fs::read_to_string(split.path().join("log.jsonl")).unwrap();
         let steps: Vec<u64> = log
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(steps, vec![1, 2, 3, 4, 5, 6], "{method}");
         let svg = std::fs::read_to_string(split.path().join("loss.svg")).unwrap();

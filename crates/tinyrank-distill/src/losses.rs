@@ -74,9 +74,9 @@ impl std::str::FromStr for LayerMap {
     fn from_str(s: &str) -> Result<Self, String> {
         let (mut attention, mut hidden) = (None, None);
         for part in s.split(';') {
-            let (key, list) = part
-                .split_once('=')
-                .ok_or_else(|| format!("layer map: expected attention=...;hidden=..., found {part:?}"))?;
+            let (key, list) = part.split_once('=').ok_or_else(|| {
+                format!("layer map: expected attention=...;hidden=..., found {part:?}")
+            })?;
             let values = list
                 .split(',')
                 .map(|v| {
@@ -88,7 +88,11 @@ impl std::str::FromStr for LayerMap {
             match key.trim() {
                 "attention" => attention = Some(values),
                 "hidden" => hidden = Some(values),
-                other => return Err(format!("layer map: unknown key {other:?} (attention, hidden)")),
+                other => {
+                    return Err(format!(
+                        "layer map: unknown key {other:?} (attention, hidden)"
+                    ));
+                }
             }
         }
         Ok(Self {
@@ -176,9 +180,8 @@ pub fn hard_loss(
 /// ((s_i - s_j) - (t_i - t_j))^2. With groups of (positive, negative) this is the paper's loss.
 pub fn margin_mse(student: Tensor<2>, teacher: Tensor<2>) -> Tensor<1> {
     let [groups, size] = student.dims();
-    let margins = |t: Tensor<2>| {
-        t.clone().reshape([groups, size, 1]) - t.reshape([groups, 1, size])
-    };
+    let margins =
+        |t: Tensor<2>| t.clone().reshape([groups, size, 1]) - t.reshape([groups, 1, size]);
     mse(margins(student), margins(teacher))
 }
 

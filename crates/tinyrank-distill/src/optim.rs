@@ -49,7 +49,13 @@ impl AdamW {
     }
 
     /// Applies one update to every parameter of `module` that has an accumulated gradient.
-    pub fn step<M: Module>(&mut self, module: M, grads: &AccumulatedGrads, lr: f64, scale: f64) -> M {
+    pub fn step<M: Module>(
+        &mut self,
+        module: M,
+        grads: &AccumulatedGrads,
+        lr: f64,
+        scale: f64,
+    ) -> M {
         self.updates += 1;
         let mut update = Update {
             path: Vec::new(),
@@ -285,7 +291,10 @@ mod tests {
         let mut acc = AccumulatedGrads::default();
         acc.add(&linear, &grads);
         let mut opt = AdamW::new(0.5);
-        let (lr, bias_before) = (0.1, linear.bias.as_ref().unwrap().val().into_scalar::<f32>());
+        let (lr, bias_before) = (
+            0.1,
+            linear.bias.as_ref().unwrap().val().into_scalar::<f32>(),
+        );
         let linear = opt.step(linear, &acc, lr, 1.0);
         let w: Vec<f32> = linear.weight.val().into_data().try_into_vec().unwrap();
         assert!((w[0] - (1.0 * 0.95 - 0.1)).abs() < 1e-6, "{w:?}");

@@ -244,10 +244,8 @@ impl RunIdentity {
     fn first_difference(&self, other: &RunIdentity) -> Option<String> {
         fn walk(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
             match (a, b) {
-                (serde_json::Value::Object(x), serde_json::Value::Object(y)) => x
-                    .keys()
-                    .chain(y.keys())
-                    .find_map(|k| {
+                (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                    x.keys().chain(y.keys()).find_map(|k| {
                         let null = serde_json::Value::Null;
                         let sub = if path.is_empty() {
                             k.clone()
@@ -255,7 +253,8 @@ impl RunIdentity {
                             format!("{path}.{k}")
                         };
                         walk(x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), &sub)
-                    }),
+                    })
+                }
                 _ if a != b => Some(format!("{path} ({b} there, {a} now)")),
                 _ => None,
             }
@@ -508,7 +507,10 @@ pub fn train(
     } = setup;
     config.check().map_err(TrainError::Setup)?;
     if config.method.needs_teacher() && teacher.is_none() {
-        return Err(TrainError::Setup(format!("{} needs a teacher", config.method)));
+        return Err(TrainError::Setup(format!(
+            "{} needs a teacher",
+            config.method
+        )));
     }
     let layer_map = match &teacher {
         Some(t) => check_pair(t, &student, &config).map_err(TrainError::Setup)?,
@@ -528,7 +530,10 @@ pub fn train(
         return Err(TrainError::Setup(format!(
             "no training examples{}",
             if config.method.grouped() {
-                format!(" form a group of {} candidates of one query", config.group_size)
+                format!(
+                    " form a group of {} candidates of one query",
+                    config.group_size
+                )
             } else {
                 String::new()
             }
@@ -579,7 +584,9 @@ pub fn train(
         let tensors = read_optimizer(&dir.join(OPTIMIZER_FILE))?;
         optimizer
             .load_state(state.optimizer_updates, tensors, &device)
-            .map_err(|e| TrainError::Setup(format!("{}: {e}", dir.join(OPTIMIZER_FILE).display())))?;
+            .map_err(|e| {
+                TrainError::Setup(format!("{}: {e}", dir.join(OPTIMIZER_FILE).display()))
+            })?;
         start_step = state.step;
         best_dev = state.best_dev;
     }
@@ -627,7 +634,9 @@ pub fn train(
         write_dir_atomically(&checkpoint_dir, &files)?;
         Ok(())
     };
-    let mut last_saved = resume_from.as_ref().map(|_| (start_step, checkpoint_dir.clone()));
+    let mut last_saved = resume_from
+        .as_ref()
+        .map(|_| (start_step, checkpoint_dir.clone()));
     let started = Instant::now();
     let mut grads = crate::optim::AccumulatedGrads::default();
     let mut orders = EpochOrders::new(units.len(), config.seed);
@@ -886,9 +895,7 @@ impl StepContext<'_> {
         let student_out = student.model.forward(&batch, trace);
 
         let mut terms: Vec<(&'static str, Tensor<1>)> = Vec::new();
-        if intermediate
-            && let (Some(t), Some(map)) = (&teacher, self.layer_map)
-        {
+        if intermediate && let (Some(t), Some(map)) = (&teacher, self.layer_map) {
             terms.push((
                 "attention",
                 attention_loss(
@@ -932,13 +939,21 @@ impl StepContext<'_> {
             Method::Simplified => {
                 terms.push((
                     "soft",
-                    soft_loss(student_out.logits.clone(), teacher_logits(), config.temperature),
+                    soft_loss(
+                        student_out.logits.clone(),
+                        teacher_logits(),
+                        config.temperature,
+                    ),
                 ));
                 terms.push(("hard", hard()));
                 sum(&terms)
             }
             Method::Standard => {
-                let soft = soft_loss(student_out.logits.clone(), teacher_logits(), config.temperature);
+                let soft = soft_loss(
+                    student_out.logits.clone(),
+                    teacher_logits(),
+                    config.temperature,
+                );
                 let hard = hard();
                 terms.push(("soft", soft.clone()));
                 terms.push(("hard", hard.clone()));
@@ -948,7 +963,11 @@ impl StepContext<'_> {
             Method::Tinybert => {
                 terms.push((
                     "soft",
-                    soft_loss(student_out.logits.clone(), teacher_logits(), config.temperature),
+                    soft_loss(
+                        student_out.logits.clone(),
+                        teacher_logits(),
+                        config.temperature,
+                    ),
                 ));
                 sum(&terms)
             }
@@ -1012,7 +1031,11 @@ fn optimizer_bytes(optimizer: &crate::optim::AdamW) -> Result<Vec<u8>, TrainErro
         .into_iter()
         .map(|(name, values)| {
             let n = values.len();
-            (name, values.iter().flat_map(|v| v.to_le_bytes()).collect(), n)
+            (
+                name,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                n,
+            )
         })
         .collect();
     let views = bytes
@@ -1054,8 +1077,7 @@ fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
             dir.display()
         ))
     })?;
-    serde_json::from_str(&text)
-        .map_err(|e| TrainError::Setup(format!("{}: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|e| TrainError::Setup(format!("{}: {e}", path.display())))
 }
 
 /// The log lines of steps up to `up_to` (a resumed run drops what came after its checkpoint).
@@ -1084,8 +1106,12 @@ fn append_log(path: &Path, log: &StepLog) -> Result<(), TrainError> {
         .append(true)
         .open(path)
         .map_err(|e| tinyrank_core::Error::io(path, e))?;
-    writeln!(file, "{}", serde_json::to_string(log).expect("log serialises"))
-        .map_err(|e| tinyrank_core::Error::io(path, e))?;
+    writeln!(
+        file,
+        "{}",
+        serde_json::to_string(log).expect("log serialises")
+    )
+    .map_err(|e| tinyrank_core::Error::io(path, e))?;
     Ok(())
 }
 
