@@ -445,6 +445,12 @@ fn distill_trains_exports_and_compares() {
         "64",
         "--device",
         "cpu",
+        "--dev",
+        path(&data),
+        "--dev-top-k",
+        "2",
+        "--eval-every",
+        "2",
         "--out",
         path(out.path()),
     ];
@@ -454,7 +460,14 @@ fn distill_trains_exports_and_compares() {
     assert!(first.status.success(), "{stderr}");
     assert!(stdout.contains("| BM25 | 0.5058 |"), "{stdout}");
     assert!(stdout.contains("| teacher |") && stdout.contains("| student (simplified) |"));
-    for file in ["results.md", "log.jsonl", "loss.svg", "student/config.json"] {
+    assert!(stderr.contains("dev nDCG@10"), "{stderr}");
+    for file in [
+        "results.md",
+        "log.jsonl",
+        "loss.svg",
+        "student/config.json",
+        "best/config.json",
+    ] {
         assert!(out.path().join(file).is_file(), "{file} missing");
     }
     let student = Checkpoint::load(&out.path().join("student"), &Device::flex()).unwrap();

@@ -6,9 +6,7 @@ mod common;
 use common::*;
 use serde::Deserialize;
 use tinyrank_core::burn::tensor::Device;
-use tinyrank_core::{
-    Batch, Checkpoint, CrossEncoder, DeviceChoice, PairTokenizer, Reranker, Trace, select_device,
-};
+use tinyrank_core::{Batch, Checkpoint, CrossEncoder, PairTokenizer, Reranker, Trace};
 use tinyrank_distill::data::TextTable;
 
 #[derive(Deserialize)]
@@ -283,20 +281,4 @@ fn scores_do_not_depend_on_batch_composition() {
     assert!(max_abs_diff(&in_threes, &alone) <= 1e-4);
     // And the first pair is the golden teacher logit.
     assert!((alone[0] - golden.teacher.logits[0][0]).abs() <= 1e-4);
-}
-
-/// The wgpu device, or None (test skipped, said on stderr) when this machine has no adapter.
-/// CI sets TINYRANK_REQUIRE_GPU=1 so that a missing adapter fails instead.
-fn gpu_device() -> Option<Device> {
-    match select_device(DeviceChoice::Gpu) {
-        Ok(selected) => {
-            eprintln!("wgpu device: {}", selected.description);
-            Some(selected.device)
-        }
-        Err(e) if std::env::var_os("TINYRANK_REQUIRE_GPU").is_none() => {
-            eprintln!("skipping the wgpu check: {e}");
-            None
-        }
-        Err(e) => panic!("TINYRANK_REQUIRE_GPU is set but {e}"),
-    }
 }

@@ -22,7 +22,10 @@ fn examples() -> Vec<Example> {
 }
 
 fn setup(config: TrainConfig, out: &Path) -> TrainSetup {
-    let device = Device::flex();
+    setup_on(config, out, Device::flex())
+}
+
+fn setup_on(config: TrainConfig, out: &Path, device: Device) -> TrainSetup {
     let examples = examples();
     let teacher_dir = golden_dir().join("tiny-2logit");
     TrainSetup {
@@ -213,4 +216,49 @@ fn pairs_that_cannot_be_distilled_are_refused() {
     c.group_size = 3;
     let e = train(setup(c, out.path()), &AtomicBool::new(false), |_| {}).unwrap_err();
     assert!(e.to_string().contains("multiple of the group size"), "{e}");
+}
+
+/// The same three steps on wgpu (lavapipe here, a real GPU elsewhere) and on the CPU give the
+/// same weights. A small learning rate bounds what Adam's sign-like first steps can amplify.
+#[test]
+fn training_on_wgpu_matches_the_cpu() {
+    let Some(gpu) = gpu_device() else {
+        return;
+    };
+    let mut config = config(Method::Simplified);
+    config.steps = 3;
+    config.learning_rate = 1e-5;
+    let weights = |device: Device| {
+        let out = tempfile::tempdir().unwrap();
+        train(
+            setup_on(config.clone(), out.path(), device),
+            &AtomicBool::new(false),
+            |_| {},
+        )
+        .unwrap();
+        let bytes = file(&out.path().join("checkpoint"), "model.safetensors");
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut all: Vec<(String, Vec<f32>)> = tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let values = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                (name, values)
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    };
+    let (cpu, gpu) = (weights(Device::flex()), weights(gpu));
+    let mut worst = 0f32;
+    for ((name, a), (other, b)) in cpu.iter().zip(&gpu) {
+        assert_eq!(name, other);
+        worst = worst.max(max_abs_diff(a, b));
+    }
+    eprintln!("trained weights, wgpu vs CPU: max |difference| {worst:.2e}");
+    assert!(worst <= 1e-4, "trained weights differ by {worst}");
 }

@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use tinyrank_core::burn::tensor::Device;
+use tinyrank_core::{DeviceChoice, select_device};
+
 /// The shared assets (models/, data/): `$TINYRANK_SHARED`, else `../shared` beside the repo.
 pub fn shared() -> PathBuf {
     std::env::var_os("TINYRANK_SHARED")
@@ -32,4 +35,20 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// The wgpu device, or None (test skipped, said on stderr) when this machine has no adapter.
+/// CI sets TINYRANK_REQUIRE_GPU=1 so that a missing adapter fails instead.
+pub fn gpu_device() -> Option<Device> {
+    match select_device(DeviceChoice::Gpu) {
+        Ok(selected) => {
+            eprintln!("wgpu device: {}", selected.description);
+            Some(selected.device)
+        }
+        Err(e) if std::env::var_os("TINYRANK_REQUIRE_GPU").is_none() => {
+            eprintln!("skipping the wgpu check: {e}");
+            None
+        }
+        Err(e) => panic!("TINYRANK_REQUIRE_GPU is set but {e}"),
+    }
 }
