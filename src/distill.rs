@@ -13,14 +13,12 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tinyrank_core::{Checkpoint, Reranker, select_device};
-use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::examples::{Example, from_dataset, from_triples};
 use tinyrank_distill::losses::LayerMap;
-use tinyrank_distill::metrics::{EvalOptions, Metric, evaluate};
-use tinyrank_distill::rerank::{DatasetPaths, candidates, rerank};
+use tinyrank_distill::rerank::EvalSet;
 use tinyrank_distill::student::{StudentSpec, build_student};
 use tinyrank_distill::train::{
-    DevSet, Event, Method, Outcome, RunIdentity, TrainConfig, TrainSetup, train,
+    Event, Method, Outcome, RunIdentity, TrainConfig, TrainSetup, train,
 };
 
 use crate::DeviceArgs;
@@ -187,7 +185,7 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     let dev = args
         .dev
         .as_ref()
-        .map(|d| DevSet::read(d, args.dev_top_k))
+        .map(|d| EvalSet::read(d, args.dev_top_k))
         .transpose()?;
     let spec: StudentSpec = args.student.parse().map_err(anyhow::Error::msg)?;
 
@@ -343,33 +341,24 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     let Some(evaluation) = evaluation else {
         return Ok(());
     };
-    let mut rows = vec![evaluation.bm25_row()];
+    let mut rows = vec![first_stage_row(&evaluation)];
     if !args.no_teacher_eval
         && let Some(teacher) = eval_teacher.as_mut()
     {
-        rows.push(evaluation.score("teacher", teacher, args.max_len)?);
+        rows.push(reranked_row(&evaluation, "teacher", teacher, args.max_len)?);
     }
     let mut student = Reranker::load(&student_dir, &device)?;
-    rows.push(evaluation.score(
-        &format!("student ({})", args.method),
+    let name = format!("student ({})", args.method);
+    rows.push(reranked_row(
+        &evaluation,
+        &name,
         &mut student,
         args.max_len,
     )?);
-    let table = evaluation.table(&rows);
+    let table = table(&evaluation, &rows);
     println!("{table}");
     tinyrank_distill::data::write_atomically(&args.out.join("results.md"), table.as_bytes())?;
     Ok(())
-}
-
-/// The evaluation set and its figures.
-struct EvalSet {
-    dir: PathBuf,
-    top_k: usize,
-    queries: TextTable,
-    collection: TextTable,
-    run: Run,
-    run_path: PathBuf,
-    qrels: Qrels,
 }
 
 struct Row {
@@ -379,128 +368,60 @@ struct Row {
     pairs_per_sec: Option<f64>,
 }
 
-impl EvalSet {
-    fn read(dir: &Path, top_k: usize) -> Result<Self> {
-        let paths = DatasetPaths::in_dir(dir);
-        let qrels = paths
-            .qrels
-            .clone()
-            .with_context(|| format!("{}: evaluation needs qrels.txt", dir.display()))?;
-        let set = Self {
-            dir: dir.to_path_buf(),
-            top_k,
-            queries: TextTable::read(&paths.queries, "query")?,
-            collection: TextTable::read(&paths.collection, "passage")?,
-            run: Run::read(&paths.run)?,
-            run_path: paths.run,
-            qrels: Qrels::read(&qrels)?,
+fn first_stage_row(set: &EvalSet) -> Row {
+    let (ndcg10, rr10) = set.ndcg10_rr10(&set.run);
+    Row {
+        name: "BM25".into(),
+        ndcg10,
+        rr10,
+        pairs_per_sec: None,
+    }
+}
+
+/// Reranks the set's top-k with `reranker` at `max_len`, timing the scoring.
+fn reranked_row(set: &EvalSet, name: &str, reranker: &mut Reranker, max_len: usize) -> Result<Row> {
+    reranker.set_max_len(max_len)?;
+    let pairs = set.pairs();
+    let bar = ProgressBar::new(pairs as u64).with_style(
+        ProgressStyle::with_template(&format!(
+            "{name}: {{bar:30}} {{pos}}/{{len}} pairs  {{per_sec}}  eta {{eta}}"
+        ))
+        .expect("valid template"),
+    );
+    let started = Instant::now();
+    let run = set.rerank(reranker, |n| bar.inc(n as u64))?;
+    let secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let (ndcg10, rr10) = set.ndcg10_rr10(&run);
+    Ok(Row {
+        name: name.into(),
+        ndcg10,
+        rr10,
+        pairs_per_sec: Some(pairs as f64 / secs),
+    })
+}
+
+fn table(set: &EvalSet, rows: &[Row]) -> String {
+    let teacher_speed = rows
+        .iter()
+        .find(|r| r.name == "teacher")
+        .and_then(|r| r.pairs_per_sec);
+    let mut out = format!(
+        "{} (top-{} reranked, {} queries)\n\n| run | nDCG@10 | RR@10 (min-rel 2) | pairs/s | vs teacher |\n|---|---|---|---|---|\n",
+        set.dir.display(),
+        set.top_k,
+        set.run.query_ids.len()
+    );
+    for row in rows {
+        let speed = row.pairs_per_sec.map_or("-".into(), |s| format!("{s:.1}"));
+        let ratio = match (row.pairs_per_sec, teacher_speed) {
+            (Some(s), Some(t)) => format!("{:.2}x", s / t),
+            _ => "-".into(),
         };
-        candidates(
-            &set.queries,
-            &set.collection,
-            &set.run,
-            &set.run_path,
-            top_k,
-        )?;
-        Ok(set)
+        out.push_str(&format!(
+            "| {} | {:.4} | {:.4} | {speed} | {ratio} |\n",
+            row.name, row.ndcg10, row.rr10
+        ));
     }
-
-    fn metrics(&self, run: &Run) -> (f64, f64) {
-        let options = EvalOptions {
-            min_rel: 2,
-            ..EvalOptions::default()
-        };
-        let e = evaluate(
-            run,
-            &self.qrels,
-            &[Metric::Ndcg(10), Metric::Rr(Some(10))],
-            options,
-        );
-        (e.means[0], e.means[1])
-    }
-
-    fn bm25_row(&self) -> Row {
-        let (ndcg10, rr10) = self.metrics(&self.run);
-        Row {
-            name: "BM25".into(),
-            ndcg10,
-            rr10,
-            pairs_per_sec: None,
-        }
-    }
-
-    /// Reranks the top-k with `reranker`; candidates below the top-k keep their BM25 order,
-    /// under the reranked ones.
-    fn score(&self, name: &str, reranker: &mut Reranker, max_len: usize) -> Result<Row> {
-        reranker.set_max_len(max_len)?;
-        let todo = candidates(
-            &self.queries,
-            &self.collection,
-            &self.run,
-            &self.run_path,
-            self.top_k,
-        )?;
-        let pairs: usize = todo.iter().map(|c| c.passages.len()).sum();
-        let bar = ProgressBar::new(pairs as u64).with_style(
-            ProgressStyle::with_template(&format!(
-                "{name}: {{bar:30}} {{pos}}/{{len}} pairs  {{per_sec}}  eta {{eta}}"
-            ))
-            .expect("valid template"),
-        );
-        let started = Instant::now();
-        let mut run = rerank(reranker, &todo, |n| bar.inc(n as u64))?;
-        let secs = started.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        let floor = run
-            .results
-            .values()
-            .flatten()
-            .map(|e| e.score)
-            .fold(f64::INFINITY, f64::min);
-        for qid in &self.run.query_ids {
-            for (i, entry) in self
-                .run
-                .ranked(qid)
-                .into_iter()
-                .enumerate()
-                .skip(self.top_k)
-            {
-                let mut entry = entry.clone();
-                entry.score = floor - 1.0 - i as f64;
-                run.push(qid, entry);
-            }
-        }
-        let (ndcg10, rr10) = self.metrics(&run);
-        Ok(Row {
-            name: name.into(),
-            ndcg10,
-            rr10,
-            pairs_per_sec: Some(pairs as f64 / secs),
-        })
-    }
-
-    fn table(&self, rows: &[Row]) -> String {
-        let teacher_speed = rows
-            .iter()
-            .find(|r| r.name == "teacher")
-            .and_then(|r| r.pairs_per_sec);
-        let mut out = format!(
-            "{} (top-{} reranked, {} queries)\n\n| run | nDCG@10 | RR@10 (min-rel 2) | pairs/s | vs teacher |\n|---|---|---|---|---|\n",
-            self.dir.display(),
-            self.top_k,
-            self.run.query_ids.len()
-        );
-        for row in rows {
-            let speed = row.pairs_per_sec.map_or("-".into(), |s| format!("{s:.1}"));
-            let ratio = match (row.pairs_per_sec, teacher_speed) {
-                (Some(s), Some(t)) => format!("{:.2}x", s / t),
-                _ => "-".into(),
-            };
-            out.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {speed} | {ratio} |\n",
-                row.name, row.ndcg10, row.rr10
-            ));
-        }
-        out
-    }
+    out
 }

@@ -41,7 +41,7 @@ enum Command {
     /// Rewrite a checkpoint as a Hugging Face directory, optionally in f16.
     Export(ExportArgs),
     /// Distil a teacher cross-encoder into a small student (Simplified TinyBERT).
-    Distill(DistillArgs),
+    Distill(Box<DistillArgs>),
 }
 
 #[derive(Args)]
@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         Command::Rerank(args) => run_rerank(args),
         Command::Eval(args) => run_eval(args),
         Command::Export(args) => run_export(args),
-        Command::Distill(args) => distill::run_distill(args),
+        Command::Distill(args) => distill::run_distill(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,8 @@ use tinyrank_core::Checkpoint;
 use tinyrank_core::burn::tensor::Device;
 use tinyrank_distill::examples::{Example, from_dataset};
 use tinyrank_distill::train::{
-    Event, Method, Outcome, RunIdentity, TrainConfig, TrainError, TrainSetup, train,
+    Event, Method, Outcome, RunIdentity, TrainConfig, TrainError, TrainSetup, read_f32_safetensors,
+    train,
 };
 
 fn examples() -> Vec<Example> {
@@ -236,22 +237,10 @@ fn training_on_wgpu_matches_the_cpu() {
             |_| {},
         )
         .unwrap();
-        let bytes = file(&out.path().join("checkpoint"), "model.safetensors");
-        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut all: Vec<(String, Vec<f32>)> = tensors
-            .tensors()
+        read_f32_safetensors(&out.path().join("checkpoint/model.safetensors"))
+            .unwrap()
             .into_iter()
-            .map(|(name, view)| {
-                let values = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                (name, values)
-            })
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+            .collect::<Vec<_>>()
     };
     let (cpu, gpu) = (weights(Device::flex()), weights(gpu));
     let mut worst = 0f32;

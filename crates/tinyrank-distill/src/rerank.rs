@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use tinyrank_core::Reranker;
 
-use crate::data::{DataError, Run, RunEntry, TextTable};
+use crate::data::{DataError, Qrels, Run, RunEntry, TextTable};
+use crate::metrics::{EvalOptions, Metric, evaluate};
 
 /// A TREC DL-style dataset directory: queries.tsv, collection.tsv, a run, maybe qrels.txt.
 #[derive(Debug, Clone)]
@@ -142,4 +143,96 @@ pub fn rerank(
         }
     }
     Ok(run)
+}
+
+/// A judged dataset directory for comparing rerankers: each query's top-k of the first-stage run
+/// is reranked and the rest keeps its first-stage order below them.
+pub struct EvalSet {
+    pub dir: PathBuf,
+    pub top_k: usize,
+    queries: TextTable,
+    collection: TextTable,
+    /// The first-stage run (BM25).
+    pub run: Run,
+    run_path: PathBuf,
+    qrels: Qrels,
+}
+
+impl EvalSet {
+    /// Reads and checks the directory (which must hold qrels.txt).
+    pub fn read(dir: &Path, top_k: usize) -> Result<Self, DataError> {
+        let paths = DatasetPaths::in_dir(dir);
+        let qrels = paths
+            .qrels
+            .clone()
+            .ok_or_else(|| DataError::file(dir, "evaluation needs qrels.txt here"))?;
+        let set = Self {
+            dir: dir.to_path_buf(),
+            top_k,
+            queries: TextTable::read(&paths.queries, "query")?,
+            collection: TextTable::read(&paths.collection, "passage")?,
+            run: Run::read(&paths.run)?,
+            run_path: paths.run,
+            qrels: Qrels::read(&qrels)?,
+        };
+        set.candidates()?;
+        Ok(set)
+    }
+
+    fn candidates(&self) -> Result<Vec<Candidates<'_>>, DataError> {
+        candidates(
+            &self.queries,
+            &self.collection,
+            &self.run,
+            &self.run_path,
+            self.top_k,
+        )
+    }
+
+    /// Query-passage pairs one reranking scores.
+    pub fn pairs(&self) -> usize {
+        self.candidates()
+            .map(|c| c.iter().map(|c| c.passages.len()).sum())
+            .unwrap_or(0)
+    }
+
+    /// The run after reranking each query's top-k with `reranker`.
+    pub fn rerank(
+        &self,
+        reranker: &Reranker,
+        progress: impl FnMut(usize),
+    ) -> Result<Run, RerankError> {
+        let mut run = rerank(reranker, &self.candidates()?, progress)?;
+        let floor = run
+            .results
+            .values()
+            .flatten()
+            .map(|e| e.score)
+            .fold(f64::INFINITY, f64::min);
+        for qid in &self.run.query_ids {
+            for (i, entry) in self
+                .run
+                .ranked(qid)
+                .into_iter()
+                .enumerate()
+                .skip(self.top_k)
+            {
+                let mut entry = entry.clone();
+                entry.score = floor - 1.0 - i as f64;
+                run.push(qid, entry);
+            }
+        }
+        Ok(run)
+    }
+
+    /// nDCG@10 and RR@10 (grade >= 2 relevant, as TREC DL reports it) of `run`.
+    pub fn ndcg10_rr10(&self, run: &Run) -> (f64, f64) {
+        let options = EvalOptions {
+            min_rel: 2,
+            ..EvalOptions::default()
+        };
+        let metrics = [Metric::Ndcg(10), Metric::Rr(Some(10))];
+        let e = evaluate(run, &self.qrels, &metrics, options);
+        (e.means[0], e.means[1])
+    }
 }

@@ -21,13 +21,12 @@ use tinyrank_core::checkpoint::{checkpoint_files, save_checkpoint, write_dir_ato
 use tinyrank_core::model::ranking_scores;
 use tinyrank_core::{Batch, Checkpoint, CrossEncoder, Encoded, Reranker, SaveDtype, Trace};
 
-use crate::data::{DataError, Qrels, Run, TextTable};
+use crate::data::DataError;
 use crate::examples::{Example, epoch_order};
 use crate::losses::{
     LayerMap, attention_loss, hard_loss, hidden_loss, listwise_kl, margin_mse, soft_loss,
 };
-use crate::metrics::{EvalOptions, Metric, evaluate};
-use crate::rerank::{DatasetPaths, candidates, rerank};
+use crate::rerank::EvalSet;
 
 /// The training objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,7 +185,7 @@ impl TrainConfig {
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return Err("the learning rate must be a positive number".into());
         }
-        if !(self.temperature > 0.0) {
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
             return Err("the temperature must be positive".into());
         }
         if !(0.0..=1.0).contains(&self.alpha)
@@ -272,60 +271,6 @@ pub struct Student {
     pub fit_dense: Option<Linear>,
 }
 
-/// A dataset directory evaluated during training (nDCG@10 of the reranked top-k).
-pub struct DevSet {
-    pub dir: PathBuf,
-    pub top_k: usize,
-    queries: TextTable,
-    collection: TextTable,
-    run: Run,
-    run_path: PathBuf,
-    qrels: Qrels,
-}
-
-impl DevSet {
-    pub fn read(dir: &Path, top_k: usize) -> Result<Self, DataError> {
-        let paths = DatasetPaths::in_dir(dir);
-        let qrels_path = paths
-            .qrels
-            .clone()
-            .ok_or_else(|| DataError::file(dir, "a dev set needs qrels.txt"))?;
-        let dev = Self {
-            dir: dir.to_path_buf(),
-            top_k,
-            queries: TextTable::read(&paths.queries, "query")?,
-            collection: TextTable::read(&paths.collection, "passage")?,
-            run: Run::read(&paths.run)?,
-            run_path: paths.run.clone(),
-            qrels: Qrels::read(&qrels_path)?,
-        };
-        candidates(
-            &dev.queries,
-            &dev.collection,
-            &dev.run,
-            &dev.run_path,
-            top_k,
-        )?;
-        Ok(dev)
-    }
-
-    /// nDCG@10 of `reranker` on this set.
-    pub fn ndcg10(&self, reranker: &Reranker) -> Result<f64, String> {
-        let todo = candidates(
-            &self.queries,
-            &self.collection,
-            &self.run,
-            &self.run_path,
-            self.top_k,
-        )
-        .map_err(|e| e.to_string())?;
-        let run = rerank(reranker, &todo, |_| {}).map_err(|e| e.to_string())?;
-        let metric = Metric::Ndcg(10);
-        let evaluation = evaluate(&run, &self.qrels, &[metric], EvalOptions::default());
-        Ok(evaluation.means[0])
-    }
-}
-
 /// Inputs of [`train`].
 pub struct TrainSetup {
     pub config: TrainConfig,
@@ -341,7 +286,8 @@ pub struct TrainSetup {
     /// Checkpoint to continue from; default `<out>/checkpoint` when it holds this run.
     pub resume: Option<PathBuf>,
     pub checkpoint_every: usize,
-    pub dev: Option<DevSet>,
+    /// Evaluated (nDCG@10) every `eval_every` steps; the best student is kept.
+    pub dev: Option<EvalSet>,
     pub eval_every: usize,
 }
 
@@ -581,7 +527,7 @@ pub fn train(
             model: saved.model,
             fit_dense: saved.fit_dense.or(student.fit_dense),
         };
-        let tensors = read_optimizer(&dir.join(OPTIMIZER_FILE))?;
+        let tensors = read_f32_safetensors(&dir.join(OPTIMIZER_FILE))?;
         optimizer
             .load_state(state.optimizer_updates, tensors, &device)
             .map_err(|e| {
@@ -708,7 +654,10 @@ pub fn train(
             && (done.is_multiple_of(eval_every) || done == config.steps);
         if evaluate_now && let Some(dev) = &dev {
             let reranker = Reranker::new(student.model.valid(), tokenizer.clone(), device.clone());
-            let ndcg = dev.ndcg10(&reranker).map_err(TrainError::Setup)?;
+            let run = dev
+                .rerank(&reranker, |_| {})
+                .map_err(|e| TrainError::Setup(e.to_string()))?;
+            let (ndcg, _) = dev.ndcg10_rr10(&run);
             let best = best_dev.is_none_or(|(_, b)| ndcg > b);
             if best {
                 best_dev = Some((done, ndcg));
@@ -811,21 +760,29 @@ fn make_units(examples: &[Example], group: usize, seed: u64) -> Vec<Vec<usize>> 
         return (0..examples.len()).map(|i| vec![i]).collect();
     }
     let mut units = Vec::new();
-    let mut start = 0;
-    while start < examples.len() {
-        let query = &examples[start].query_id;
-        let end = start
-            + examples[start..]
-                .iter()
-                .take_while(|e| &e.query_id == query)
-                .count();
-        let order = epoch_order(end - start, seed, start as u64);
+    for range in runs_of(examples, |e| &e.query_id) {
+        let order = epoch_order(range.len(), seed, range.start as u64);
         for chunk in order.chunks_exact(group) {
-            units.push(chunk.iter().map(|i| start + i).collect());
+            units.push(chunk.iter().map(|i| range.start + i).collect());
         }
-        start = end;
     }
     units
+}
+
+/// The index ranges of consecutive examples that share `key`.
+fn runs_of<'a, K: PartialEq + 'a>(
+    examples: &'a [Example],
+    key: impl Fn(&'a Example) -> K + 'a,
+) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let first = examples.get(start)?;
+        let k = key(first);
+        let len = examples[start..].iter().take_while(|e| key(e) == k).count();
+        let range = start..start + len;
+        start += len;
+        Some(range)
+    })
 }
 
 fn encode_examples(
@@ -833,21 +790,13 @@ fn encode_examples(
     examples: &[Example],
 ) -> Result<Vec<Encoded>, TrainError> {
     let mut encoded = Vec::with_capacity(examples.len());
-    let mut start = 0;
     // Consecutive examples of one query are tokenised as one batch.
-    while start < examples.len() {
-        let query = &examples[start].query;
-        let end = start
-            + examples[start..]
-                .iter()
-                .take_while(|e| &e.query == query)
-                .count();
-        let passages: Vec<&str> = examples[start..end]
+    for range in runs_of(examples, |e| &e.query) {
+        let passages: Vec<&str> = examples[range.clone()]
             .iter()
             .map(|e| e.passage.as_str())
             .collect();
-        encoded.extend(tokenizer.encode_pairs(query, &passages)?);
-        start = end;
+        encoded.extend(tokenizer.encode_pairs(&examples[range.start].query, &passages)?);
     }
     Ok(encoded)
 }
@@ -931,44 +880,32 @@ impl StepContext<'_> {
             )
         };
         let teacher_logits = || teacher.as_ref().expect("a teacher").logits.clone();
+        let soft = || {
+            soft_loss(
+                student_out.logits.clone(),
+                teacher_logits(),
+                config.temperature,
+            )
+        };
         let groups = |scores: Tensor<1>| {
             let g = config.group_size;
             scores.reshape([picked.len() / g, g])
         };
         let total = match config.method {
             Method::Simplified => {
-                terms.push((
-                    "soft",
-                    soft_loss(
-                        student_out.logits.clone(),
-                        teacher_logits(),
-                        config.temperature,
-                    ),
-                ));
+                terms.push(("soft", soft()));
                 terms.push(("hard", hard()));
                 sum(&terms)
             }
             Method::Standard => {
-                let soft = soft_loss(
-                    student_out.logits.clone(),
-                    teacher_logits(),
-                    config.temperature,
-                );
-                let hard = hard();
+                let (soft, hard) = (soft(), hard());
                 terms.push(("soft", soft.clone()));
                 terms.push(("hard", hard.clone()));
                 soft * config.alpha + hard * (1.0 - config.alpha)
             }
             Method::Tinybert if intermediate => sum(&terms),
             Method::Tinybert => {
-                terms.push((
-                    "soft",
-                    soft_loss(
-                        student_out.logits.clone(),
-                        teacher_logits(),
-                        config.temperature,
-                    ),
-                ));
+                terms.push(("soft", soft()));
                 sum(&terms)
             }
             Method::MarginMse => {
@@ -1050,22 +987,26 @@ fn optimizer_bytes(optimizer: &crate::optim::AdamW) -> Result<Vec<u8>, TrainErro
         .map_err(|e| TrainError::Setup(format!("optimizer state: {e}")))
 }
 
-fn read_optimizer(path: &Path) -> Result<BTreeMap<String, Vec<f32>>, TrainError> {
+/// Every tensor of an f32 safetensors file (optimizer state, training checkpoints) by name.
+pub fn read_f32_safetensors(path: &Path) -> Result<BTreeMap<String, Vec<f32>>, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| tinyrank_core::Error::io(path, e))?;
     let file = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| tinyrank_core::Error::io(path, e))?;
-    Ok(file
-        .tensors()
+    file.tensors()
         .into_iter()
         .map(|(name, view)| {
+            if view.dtype() != safetensors::Dtype::F32 {
+                let message = format!("tensor {name} is {:?}, expected F32", view.dtype());
+                return Err(tinyrank_core::Error::io(path, message).into());
+            }
             let values = view
                 .data()
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            (name, values)
+            Ok((name, values))
         })
-        .collect())
+        .collect()
 }
 
 fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
