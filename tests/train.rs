@@ -251,3 +251,54 @@ fn training_on_wgpu_matches_the_cpu() {
     eprintln!("trained weights, wgpu vs CPU: max |difference| {worst:.2e}");
     assert!(worst <= 1e-4, "trained weights differ by {worst}");
 }
+
+/// Unmounts the test's small filesystem however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A disk that fills up while the second checkpoint is written: the run stops with the system's
+/// error and the first checkpoint stays whole and loadable. Needs a 600 KB tmpfs (one checkpoint
+/// of the tiny student is ~400 KB), so it mounts one: root only, skipped (said) elsewhere.
+#[test]
+fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=600k", "tmpfs"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping the full-disk check: cannot mount a small tmpfs here (not root?)");
+        return;
+    }
+    let _guard = Mounted(dir.path().to_path_buf());
+    let e = train(
+        setup(config(Method::Simplified), dir.path()),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("No space left"), "{e}");
+    let checkpoint = dir.path().join("checkpoint");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(checkpoint.join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"].as_u64(), Some(2));
+    let saved = Checkpoint::load(&checkpoint, &Device::flex()).unwrap();
+    assert!(saved.fit_dense.is_some());
+    // No half-written directory is left behind to fill the disk further.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
