@@ -502,6 +502,15 @@ pub fn train(
         )),
         (_, fit, _) => fit,
     };
+    if let (Some(_), Some(fit), Some(t)) = (&layer_map, &fit_dense, &teacher) {
+        let want = [model.hidden_size(), t.model.hidden_size()];
+        if fit.weight.dims() != want {
+            return Err(TrainError::Setup(format!(
+                "the student's fit_dense maps {:?} but student and teacher widths need {want:?}",
+                fit.weight.dims()
+            )));
+        }
+    }
     let mut student = Student { model, fit_dense };
     let mut optimizer = crate::optim::AdamW::new(config.weight_decay);
     let mut start_step = 0;
