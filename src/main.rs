@@ -8,10 +8,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tinyrank_core::{DeviceChoice, Reranker, SaveDtype, Truncation, select_device};
+use tinyrank_core::{
+    Aggregation, DeviceChoice, Reranker, SaveDtype, Truncation, WordWindows, select_device,
+};
 use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
-use tinyrank_distill::rerank::{candidates, rerank};
+use tinyrank_distill::rerank::{candidates, rerank, rerank_documents};
 
 mod distill;
 use distill::DistillArgs;
@@ -81,6 +83,16 @@ struct RerankArgs {
     /// Run tag written in the last column.
     #[arg(long, default_value = "tinyrank")]
     tag: String,
+    /// Rerank documents: cut each into --window-word passages every --stride words and give the
+    /// document maxp (best passage), firstp, sump, mean or topKmean of its passage scores.
+    #[arg(long)]
+    doc_mode: Option<Aggregation>,
+    /// Words per passage (with --doc-mode).
+    #[arg(long, default_value_t = 150)]
+    window: usize,
+    /// Words between passage starts (with --doc-mode).
+    #[arg(long, default_value_t = 75)]
+    stride: usize,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -155,7 +167,18 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
         bail!("--top-k must be at least 1");
     }
     let todo = candidates(&queries, &collection, &run, &args.run, args.top_k)?;
-    let pairs: usize = todo.iter().map(|c| c.passages.len()).sum();
+    let windows = WordWindows::new(args.window, args.stride)?;
+    let pairs: usize = todo
+        .iter()
+        .map(|c| match args.doc_mode {
+            Some(_) => c
+                .passages
+                .iter()
+                .map(|d| windows.split(d, None).len())
+                .sum(),
+            None => c.passages.len(),
+        })
+        .sum();
 
     let selected = select_device(args.device.device)?;
     eprintln!("device: {}", selected.description);
@@ -173,7 +196,25 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
         .expect("valid template"),
     );
     let scoring = Instant::now();
-    let reranked = rerank(&reranker, &todo, |n| bar.inc(n as u64))?;
+    let reranked = match args.doc_mode {
+        Some(aggregation) => {
+            let (run, count) = rerank_documents(&reranker, &todo, windows, aggregation, |n| {
+                bar.inc(n as u64)
+            })?;
+            bar.suspend(|| {
+                eprintln!(
+                    "{} documents as {} passages of {} words, stride {} ({:.2} per document), {aggregation}",
+                    count.documents,
+                    count.passages,
+                    args.window,
+                    args.stride,
+                    count.passages as f64 / count.documents as f64
+                )
+            });
+            run
+        }
+        None => rerank(&reranker, &todo, |n| bar.inc(n as u64))?,
+    };
     bar.finish_and_clear();
     let scoring_secs = scoring.elapsed().as_secs_f64();
     reranked.write(&args.output, &args.tag)?;

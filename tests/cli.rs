@@ -547,3 +547,70 @@ fn auto_device_picks_something_and_says_why() {
         "{device}"
     );
 }
+
+/// Document reranking on Cranfield (real abstracts up to 670 words): passage windows, one score
+/// per document, MaxP >= FirstP for every document, and bad windows refused.
+#[test]
+fn documents_are_reranked_from_their_passages() {
+    let cranfield = shared().join("data/cranfield");
+    let out = tempfile::tempdir().unwrap();
+    let rerank_docs = |mode: &str, window: &str, stride: &str| {
+        let output = out.path().join(format!("{mode}-{window}-{stride}.run"));
+        let result = tinyrank(&[
+            "rerank",
+            "--model",
+            path(&tiny_model()),
+            "--queries",
+            path(&cranfield.join("queries.tsv")),
+            "--collection",
+            path(&cranfield.join("collection.tsv")),
+            "--run",
+            path(&cranfield.join("bm25.run")),
+            "--top-k",
+            "3",
+            "--max-len",
+            "96",
+            "--doc-mode",
+            mode,
+            "--window",
+            window,
+            "--stride",
+            stride,
+            "--device",
+            "cpu",
+            "--output",
+            path(&output),
+        ]);
+        (result, output)
+    };
+    let scores = |run: &Path| -> std::collections::HashMap<(String, String), f64> {
+        std::fs::read_to_string(run)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                ((f[0].into(), f[2].into()), f[4].parse().unwrap())
+            })
+            .collect()
+    };
+    let (max, max_run) = rerank_docs("maxp", "50", "25");
+    let stderr = String::from_utf8_lossy(&max.stderr);
+    assert!(max.status.success(), "{stderr}");
+    assert!(stderr.contains("675 documents as"), "{stderr}");
+    let (first, first_run) = rerank_docs("firstp", "50", "25");
+    assert!(first.status.success());
+    let (max, first) = (scores(&max_run), scores(&first_run));
+    assert_eq!(max.len(), 225 * 3);
+    assert!(first.iter().all(|(k, f)| max[k] >= *f - 1e-6));
+    assert!(
+        first.iter().any(|(k, f)| max[k] > *f + 1e-4),
+        "some document has a better later passage"
+    );
+
+    let (zero, _) = rerank_docs("maxp", "50", "0");
+    assert_rejected(&zero, &["stride"]);
+    let (wide, _) = rerank_docs("maxp", "50", "60");
+    assert_rejected(&wide, &["stride", "skip"]);
+    let (bad, _) = rerank_docs("bestp", "50", "25");
+    assert_rejected(&bad, &["maxp", "firstp"]);
+}

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use tinyrank_core::Reranker;
+use tinyrank_core::{Aggregation, Reranker, WordWindows};
 
 use crate::data::{DataError, Qrels, Run, RunEntry, TextTable};
 use crate::metrics::{EvalOptions, Metric, evaluate};
@@ -143,6 +143,60 @@ pub fn rerank(
         }
     }
     Ok(run)
+}
+
+/// Passages scored for a document-level reranking.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassageCount {
+    pub documents: usize,
+    pub passages: usize,
+}
+
+/// Document reranking: every candidate document is cut into `windows`, all passages of one
+/// query are scored together (length-sorted batches), and each document gets the `aggregation`
+/// of its passages' scores.
+pub fn rerank_documents(
+    reranker: &Reranker,
+    candidates: &[Candidates<'_>],
+    windows: WordWindows,
+    aggregation: Aggregation,
+    mut progress: impl FnMut(usize),
+) -> Result<(Run, PassageCount), RerankError> {
+    let mut run = Run::default();
+    let mut count = PassageCount::default();
+    for c in candidates {
+        let mut passages = Vec::new();
+        let mut owner = Vec::new();
+        for (doc, text) in c.passages.iter().enumerate() {
+            for passage in windows.split(text, None) {
+                passages.push(passage);
+                owner.push(doc);
+            }
+        }
+        let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+        let encoded = reranker.encode(c.query, &refs)?;
+        let scores = reranker.score_encoded(&encoded, &mut progress)?;
+        let mut per_doc = vec![Vec::new(); c.doc_ids.len()];
+        for (doc, score) in owner.into_iter().zip(scores) {
+            per_doc[doc].push(score);
+        }
+        for (doc_id, scores) in c.doc_ids.iter().zip(&per_doc) {
+            let score = aggregation
+                .apply(scores)
+                .expect("candidates are non-empty, so every document has a passage");
+            run.push(
+                c.query_id,
+                RunEntry {
+                    doc_id: doc_id.to_string(),
+                    rank: 0,
+                    score: score as f64,
+                },
+            );
+        }
+        count.documents += c.doc_ids.len();
+        count.passages += passages.len();
+    }
+    Ok((run, count))
 }
 
 /// A judged dataset directory for comparing rerankers: each query's top-k of the first-stage run
