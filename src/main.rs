@@ -85,8 +85,10 @@ struct RerankArgs {
     tag: String,
     /// Rerank documents: cut each into --window-word passages every --stride words and give the
     /// document maxp (best passage), firstp, sump, mean or topKmean of its passage scores.
-    #[arg(long)]
-    doc_mode: Option<Aggregation>,
+    /// Several, comma-separated, write one run each (OUTPUT.maxp, OUTPUT.firstp, ...) from one
+    /// scoring pass.
+    #[arg(long, value_delimiter = ',')]
+    doc_mode: Vec<Aggregation>,
     /// Words per passage (with --doc-mode).
     #[arg(long, default_value_t = 150)]
     window: usize,
@@ -170,13 +172,15 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
     let windows = WordWindows::new(args.window, args.stride)?;
     let pairs: usize = todo
         .iter()
-        .map(|c| match args.doc_mode {
-            Some(_) => c
-                .passages
-                .iter()
-                .map(|d| windows.split(d, None).len())
-                .sum(),
-            None => c.passages.len(),
+        .map(|c| {
+            if args.doc_mode.is_empty() {
+                c.passages.len()
+            } else {
+                c.passages
+                    .iter()
+                    .map(|d| windows.split(d, None).len())
+                    .sum()
+            }
         })
         .sum();
 
@@ -196,35 +200,46 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
         .expect("valid template"),
     );
     let scoring = Instant::now();
-    let reranked = match args.doc_mode {
-        Some(aggregation) => {
-            let (run, count) = rerank_documents(&reranker, &todo, windows, aggregation, |n| {
-                bar.inc(n as u64)
-            })?;
-            bar.suspend(|| {
-                eprintln!(
-                    "{} documents as {} passages of {} words, stride {} ({:.2} per document), {aggregation}",
-                    count.documents,
-                    count.passages,
-                    args.window,
-                    args.stride,
-                    count.passages as f64 / count.documents as f64
-                )
-            });
-            run
+    let mut written = Vec::new();
+    if args.doc_mode.is_empty() {
+        let reranked = rerank(&reranker, &todo, |n| bar.inc(n as u64))?;
+        bar.finish_and_clear();
+        reranked.write(&args.output, &args.tag)?;
+        written.push(args.output.clone());
+    } else {
+        let (runs, count) = rerank_documents(&reranker, &todo, windows, &args.doc_mode, |n| {
+            bar.inc(n as u64)
+        })?;
+        bar.finish_and_clear();
+        eprintln!(
+            "{} documents as {} passages of {} words, stride {} ({:.2} per document)",
+            count.documents,
+            count.passages,
+            args.window,
+            args.stride,
+            count.passages as f64 / count.documents as f64
+        );
+        for (run, mode) in runs.iter().zip(&args.doc_mode) {
+            let path = if args.doc_mode.len() == 1 {
+                args.output.clone()
+            } else {
+                let mut name = args.output.clone().into_os_string();
+                name.push(format!(".{mode}"));
+                PathBuf::from(name)
+            };
+            run.write(&path, &args.tag)?;
+            written.push(path);
         }
-        None => rerank(&reranker, &todo, |n| bar.inc(n as u64))?,
-    };
-    bar.finish_and_clear();
+    }
     let scoring_secs = scoring.elapsed().as_secs_f64();
-    reranked.write(&args.output, &args.tag)?;
+    let written: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     eprintln!(
         "reranked {} queries, {pairs} pairs in {:.1}s ({:.1} pairs/s scoring), total {:.1}s; wrote {}",
         todo.len(),
         scoring_secs,
         pairs as f64 / scoring_secs,
         started.elapsed().as_secs_f64(),
-        args.output.display()
+        written.join(", ")
     );
     Ok(())
 }

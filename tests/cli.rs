@@ -593,13 +593,16 @@ fn documents_are_reranked_from_their_passages() {
             })
             .collect()
     };
-    let (max, max_run) = rerank_docs("maxp", "50", "25");
-    let stderr = String::from_utf8_lossy(&max.stderr);
-    assert!(max.status.success(), "{stderr}");
+    // Two modes from one scoring pass: one run each.
+    let (both, output) = rerank_docs("maxp,firstp", "50", "25");
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(both.status.success(), "{stderr}");
     assert!(stderr.contains("675 documents as"), "{stderr}");
-    let (first, first_run) = rerank_docs("firstp", "50", "25");
-    assert!(first.status.success());
-    let (max, first) = (scores(&max_run), scores(&first_run));
+    let with_suffix = |mode: &str| PathBuf::from(format!("{}.{mode}", output.display()));
+    let (max, first) = (scores(&with_suffix("maxp")), scores(&with_suffix("firstp")));
+    let (single, single_run) = rerank_docs("maxp", "50", "25");
+    assert!(single.status.success());
+    assert_eq!(scores(&single_run), max);
     assert_eq!(max.len(), 225 * 3);
     assert!(first.iter().all(|(k, f)| max[k] >= *f - 1e-6));
     assert!(

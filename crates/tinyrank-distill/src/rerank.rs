@@ -153,16 +153,16 @@ pub struct PassageCount {
 }
 
 /// Document reranking: every candidate document is cut into `windows`, all passages of one
-/// query are scored together (length-sorted batches), and each document gets the `aggregation`
-/// of its passages' scores.
+/// query are scored together (length-sorted batches), and each document gets the aggregation of
+/// its passages' scores: one run per entry of `aggregations`, from one scoring pass.
 pub fn rerank_documents(
     reranker: &Reranker,
     candidates: &[Candidates<'_>],
     windows: WordWindows,
-    aggregation: Aggregation,
+    aggregations: &[Aggregation],
     mut progress: impl FnMut(usize),
-) -> Result<(Run, PassageCount), RerankError> {
-    let mut run = Run::default();
+) -> Result<(Vec<Run>, PassageCount), RerankError> {
+    let mut runs = vec![Run::default(); aggregations.len()];
     let mut count = PassageCount::default();
     for c in candidates {
         let mut passages = Vec::new();
@@ -180,23 +180,25 @@ pub fn rerank_documents(
         for (doc, score) in owner.into_iter().zip(scores) {
             per_doc[doc].push(score);
         }
-        for (doc_id, scores) in c.doc_ids.iter().zip(&per_doc) {
-            let score = aggregation
-                .apply(scores)
-                .expect("candidates are non-empty, so every document has a passage");
-            run.push(
-                c.query_id,
-                RunEntry {
-                    doc_id: doc_id.to_string(),
-                    rank: 0,
-                    score: score as f64,
-                },
-            );
+        for (run, aggregation) in runs.iter_mut().zip(aggregations) {
+            for (doc_id, scores) in c.doc_ids.iter().zip(&per_doc) {
+                let score = aggregation
+                    .apply(scores)
+                    .expect("candidates are non-empty, so every document has a passage");
+                run.push(
+                    c.query_id,
+                    RunEntry {
+                        doc_id: doc_id.to_string(),
+                        rank: 0,
+                        score: score as f64,
+                    },
+                );
+            }
         }
         count.documents += c.doc_ids.len();
         count.passages += passages.len();
     }
-    Ok((run, count))
+    Ok((runs, count))
 }
 
 /// A judged dataset directory for comparing rerankers: each query's top-k of the first-stage run
