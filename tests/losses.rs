@@ -51,6 +51,24 @@ fn assert_grad_close(grad: Tensor<2>, want: &[Vec<f32>], what: &str) {
     assert!(worst <= 1e-4, "{what}: max |difference| {worst}");
 }
 
+fn assert_loss_close(name: &str, got: f32, want: f32) {
+    // Relative for the larger terms: f32 sums of squares carry ~1e-7 relative error.
+    let tolerance = 1e-4f32.max(want.abs() * 1e-5);
+    assert!(
+        (got - want).abs() <= tolerance,
+        "{name}: {got} vs torch {want}"
+    );
+}
+
+fn query_grad(student: &Checkpoint, grads: &tinyrank_core::burn::tensor::Gradients) -> Tensor<2> {
+    student.model.layers[0]
+        .query
+        .weight
+        .val()
+        .grad(grads)
+        .expect("query weight has a gradient")
+}
+
 fn golden() -> Golden {
     serde_json::from_str(&std::fs::read_to_string(golden_dir().join("loss_parity.json")).unwrap())
         .unwrap()
@@ -124,18 +142,9 @@ fn ranking_losses_and_gradients_match_torch() {
                 golden.temperature,
             ),
         };
-        let got = scalar(loss.clone());
-        assert!(
-            (got - want).abs() <= 1e-4f32.max(want.abs() * 1e-5),
-            "{name}: {got} vs torch {want}"
-        );
+        assert_loss_close(name, scalar(loss.clone()), want);
         let grads = loss.backward();
-        let grad = student.model.layers[0]
-            .query
-            .weight
-            .val()
-            .grad(&grads)
-            .unwrap();
+        let grad = query_grad(&student, &grads);
         assert_grad_close(grad, want_grad, &format!("d {name} / d query.weight"));
     }
 }
@@ -180,21 +189,11 @@ fn simplified_tinybert_losses_and_gradients_match_torch() {
         ("hard", scalar(hard), golden.hard),
         ("total", scalar(total.clone()), golden.total),
     ] {
-        // Relative for the larger terms: f32 sums of squares carry ~1e-7 relative error.
-        let tolerance = 1e-4f32.max(want.abs() * 1e-5);
-        assert!(
-            (got - want).abs() <= tolerance,
-            "{name}: {got} vs torch {want}"
-        );
+        assert_loss_close(name, got, want);
     }
 
     let grads = total.backward();
-    let query = student.model.layers[0]
-        .query
-        .weight
-        .val()
-        .grad(&grads)
-        .expect("query weight has a gradient");
+    let query = query_grad(&student, &grads);
     assert_grad_close(query, &golden.grad_query_weight, "d total / d query.weight");
     let fit = fit_dense
         .weight

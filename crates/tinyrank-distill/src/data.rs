@@ -223,6 +223,16 @@ impl Run {
             .push(entry);
     }
 
+    /// Adds a scored document (rank 0: ranks are assigned when the run is written).
+    pub fn push_score(&mut self, query_id: &str, doc_id: &str, score: f32) {
+        let entry = RunEntry {
+            doc_id: doc_id.to_string(),
+            rank: 0,
+            score: f64::from(score),
+        };
+        self.push(query_id, entry);
+    }
+
     /// The documents of `query_id` in trec_eval's order: score descending, ties broken by
     /// document id descending (the rank column is ignored, as trec_eval ignores it).
     pub fn ranked(&self, query_id: &str) -> Vec<&RunEntry> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tinyrank_core::{Aggregation, Reranker, WordWindows};
 
-use crate::data::{DataError, Qrels, Run, RunEntry, TextTable};
+use crate::data::{DataError, Qrels, Run, TextTable};
 use crate::metrics::{EvalOptions, Metric, evaluate};
 
 /// A TREC DL-style dataset directory: queries.tsv, collection.tsv, a run, maybe qrels.txt.
@@ -132,14 +132,7 @@ pub fn rerank(
         let encoded = reranker.encode(c.query, &c.passages)?;
         let scores = reranker.score_encoded(&encoded, &mut progress)?;
         for (doc_id, score) in c.doc_ids.iter().zip(scores) {
-            run.push(
-                c.query_id,
-                RunEntry {
-                    doc_id: doc_id.to_string(),
-                    rank: 0,
-                    score: score as f64,
-                },
-            );
+            run.push_score(c.query_id, doc_id, score);
         }
     }
     Ok(run)
@@ -185,14 +178,7 @@ pub fn rerank_documents(
                 let score = aggregation
                     .apply(scores)
                     .expect("candidates are non-empty, so every document has a passage");
-                run.push(
-                    c.query_id,
-                    RunEntry {
-                        doc_id: doc_id.to_string(),
-                        rank: 0,
-                        score: score as f64,
-                    },
-                );
+                run.push_score(c.query_id, doc_id, score);
             }
         }
         count.documents += c.doc_ids.len();
