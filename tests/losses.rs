@@ -88,11 +88,7 @@ fn golden_batch(golden: &Golden, student: &Checkpoint, device: &Device) -> Batch
                 .unwrap()
         })
         .collect();
-    let rows: Vec<(&[u32], &[u32])> = encoded
-        .iter()
-        .map(|e| (e.ids.as_slice(), e.type_ids.as_slice()))
-        .collect();
-    let batch = Batch::from_rows(&rows, tokenizer.pad_id(), device);
+    let batch = Batch::from_encoded(&encoded, tokenizer.pad_id(), device);
     let padded = batch
         .input_ids
         .clone()

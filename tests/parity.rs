@@ -74,7 +74,7 @@ fn logits_one_by_one(
         .iter()
         .map(|(q, p)| {
             let e = tokenizer.encode_pair(q, p).unwrap();
-            let batch = Batch::from_rows(&[(&e.ids, &e.type_ids)], tokenizer.pad_id(), device);
+            let batch = Batch::from_encoded([&e], tokenizer.pad_id(), device);
             model
                 .forward(&batch, Trace::default())
                 .logits
@@ -96,11 +96,7 @@ fn logits_padded(
         .iter()
         .map(|(q, p)| tokenizer.encode_pair(q, p).unwrap())
         .collect();
-    let rows: Vec<(&[u32], &[u32])> = encoded
-        .iter()
-        .map(|e| (e.ids.as_slice(), e.type_ids.as_slice()))
-        .collect();
-    let batch = Batch::from_rows(&rows, tokenizer.pad_id(), device);
+    let batch = Batch::from_encoded(&encoded, tokenizer.pad_id(), device);
     let logits = model.forward(&batch, Trace::default()).logits;
     let [n, labels] = logits.dims();
     let flat = logits.into_data().try_into_vec::<f32>().unwrap();
@@ -201,7 +197,7 @@ fn encoder_hidden_states_match_transformers() {
     for (want, (q, p)) in golden.encoder.iter().zip(&pairs) {
         let e = tokenizer.encode_pair(q, p).unwrap();
         assert_eq!(e.ids, want.input_ids);
-        let batch = Batch::from_rows(&[(&e.ids, &e.type_ids)], tokenizer.pad_id(), &device);
+        let batch = Batch::from_encoded([&e], tokenizer.pad_id(), &device);
         let out = checkpoint.model.forward(
             &batch,
             Trace {

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::Error;
 use crate::config::{Activation, BertConfig};
+use crate::tokenizer::Encoded;
 use crate::weights::ParamSource;
 
 /// Added to the attention scores of padded keys so softmax gives them no weight. Finite, so a
@@ -43,16 +44,21 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Builds a batch from token rows, padding each to the longest with `pad_id`.
-    pub fn from_rows(rows: &[(&[u32], &[u32])], pad_id: u32, device: &Device) -> Self {
-        let len = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+    /// Builds a batch from tokenised pairs, padding each to the longest with `pad_id`.
+    pub fn from_encoded<'a>(
+        encoded: impl IntoIterator<Item = &'a Encoded>,
+        pad_id: u32,
+        device: &Device,
+    ) -> Self {
+        let rows: Vec<&Encoded> = encoded.into_iter().collect();
+        let len = rows.iter().map(|e| e.ids.len()).max().unwrap_or(0);
         let n = rows.len();
         let mut ids = vec![pad_id as i64; n * len];
         let mut types = vec![0i64; n * len];
         let mut mask = vec![0f32; n * len];
-        for (row, (row_ids, row_types)) in rows.iter().enumerate() {
+        for (row, e) in rows.iter().enumerate() {
             let base = row * len;
-            for (j, (&id, &ty)) in row_ids.iter().zip(row_types.iter()).enumerate() {
+            for (j, (&id, &ty)) in e.ids.iter().zip(&e.type_ids).enumerate() {
                 ids[base + j] = id as i64;
                 types[base + j] = ty as i64;
                 mask[base + j] = 1.0;

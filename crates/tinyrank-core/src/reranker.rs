@@ -116,11 +116,8 @@ impl Reranker {
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].ids.len()));
         let mut scores = vec![0.0f32; encoded.len()];
         for chunk in order.chunks(self.batch_size) {
-            let rows: Vec<(&[u32], &[u32])> = chunk
-                .iter()
-                .map(|&i| (encoded[i].ids.as_slice(), encoded[i].type_ids.as_slice()))
-                .collect();
-            let batch = Batch::from_rows(&rows, self.tokenizer.pad_id(), &self.device);
+            let rows = chunk.iter().map(|&i| &encoded[i]);
+            let batch = Batch::from_encoded(rows, self.tokenizer.pad_id(), &self.device);
             let batch_scores = self
                 .model
                 .forward(&batch, Trace::default())

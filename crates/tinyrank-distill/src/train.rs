@@ -829,16 +829,8 @@ impl StepContext<'_> {
         step: usize,
     ) -> (Tensor<1>, Vec<(&'static str, Tensor<1>)>) {
         let config = self.config;
-        let rows: Vec<(&[u32], &[u32])> = picked
-            .iter()
-            .map(|&i| {
-                (
-                    self.encoded[i].ids.as_slice(),
-                    self.encoded[i].type_ids.as_slice(),
-                )
-            })
-            .collect();
-        let batch = Batch::from_rows(&rows, self.pad_id, self.device);
+        let rows = picked.iter().map(|&i| &self.encoded[i]);
+        let batch = Batch::from_encoded(rows, self.pad_id, self.device);
         let intermediate = match config.method {
             Method::Simplified => true,
             Method::Tinybert => step < config.split_step(),
