@@ -12,8 +12,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinyrank_core::{Checkpoint, Reranker, select_device};
-use tinyrank_distill::examples::{Example, from_dataset, from_triples};
+use tinyrank_core::{Checkpoint, Reranker, TitleSource, WordWindows, select_device};
+use tinyrank_distill::examples::{
+    DocumentExamples, Example, from_dataset, from_documents, from_triples,
+};
 use tinyrank_distill::losses::LayerMap;
 use tinyrank_distill::rerank::EvalSet;
 use tinyrank_distill::student::{StudentSpec, build_student};
@@ -42,6 +44,23 @@ pub struct DistillArgs {
     /// [default: <assets>/data/trec-dl-2020, -2021, -2022].
     #[arg(long, value_delimiter = ',')]
     train: Vec<PathBuf>,
+    /// Document dataset directories to train on as well: each of a query's top --train-top-k
+    /// documents is cut into --doc-window-word passages every --doc-stride words, and each
+    /// passage carries its document's label.
+    #[arg(long, value_delimiter = ',')]
+    train_docs: Vec<PathBuf>,
+    #[arg(long, default_value_t = 150)]
+    doc_window: usize,
+    #[arg(long, default_value_t = 75)]
+    doc_stride: usize,
+    /// none, or first-sentence: the title (text up to the first " . ") before every passage.
+    #[arg(long, default_value = "none")]
+    doc_title: TitleSource,
+    /// Which passages of a relevant document become positive examples: all, or teacher-best
+    /// (only the passage the teacher scores highest, since a relevant document's other passages
+    /// need not be relevant). Passages of other documents are all kept.
+    #[arg(long, default_value = "all")]
+    doc_passages: DocPassages,
     /// MS MARCO triples files (query, positive, negative) to train on as well.
     #[arg(long, value_delimiter = ',')]
     triples: Vec<PathBuf>,
@@ -122,6 +141,34 @@ pub struct DistillArgs {
     device: DeviceArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DocPassages {
+    All,
+    TeacherBest,
+}
+
+/// Keeps, of each relevant document with several passages, only the one `teacher` scores
+/// highest; returns how many passages of relevant documents remain.
+fn keep_teacher_best_passages(
+    teacher: &Reranker,
+    documents: &mut [DocumentExamples],
+) -> Result<usize> {
+    let mut kept = 0;
+    for doc in documents.iter_mut().filter(|d| d.label == Some(1)) {
+        if doc.passages.len() > 1 {
+            let query = doc.passages[0].query.clone();
+            let texts: Vec<&str> = doc.passages.iter().map(|p| p.passage.as_str()).collect();
+            let scores = teacher.score(&query, &texts)?;
+            let best = (0..scores.len())
+                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+                .expect("several passages");
+            doc.passages = vec![doc.passages.swap_remove(best)];
+        }
+        kept += doc.passages.len();
+    }
+    Ok(kept)
+}
+
 pub fn assets_root(flag: Option<PathBuf>) -> PathBuf {
     flag.or_else(|| std::env::var_os("TINYRANK_SHARED").map(PathBuf::from))
         .unwrap_or_else(|| Path::new("..").join("shared"))
@@ -133,13 +180,14 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
         .teacher
         .clone()
         .unwrap_or_else(|| assets.join("models/teacher-minilm-l6"));
-    let train_dirs = if args.train.is_empty() && args.triples.is_empty() {
-        ["2020", "2021", "2022"]
-            .map(|y| assets.join(format!("data/trec-dl-{y}")))
-            .to_vec()
-    } else {
-        args.train.clone()
-    };
+    let train_dirs =
+        if args.train.is_empty() && args.triples.is_empty() && args.train_docs.is_empty() {
+            ["2020", "2021", "2022"]
+                .map(|y| assets.join(format!("data/trec-dl-{y}")))
+                .to_vec()
+        } else {
+            args.train.clone()
+        };
     let eval_dir = args
         .eval
         .clone()
@@ -177,6 +225,27 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
         examples.extend(from_triples(file)?);
         sources.push(file.display().to_string());
     }
+    let windows = WordWindows::new(args.doc_window, args.doc_stride)?;
+    let mut documents = Vec::new();
+    for dir in &args.train_docs {
+        documents.extend(from_documents(
+            dir,
+            args.train_top_k,
+            args.min_rel,
+            windows,
+            args.doc_title,
+        )?);
+        sources.push(format!(
+            "{} documents top-{} min-rel {}, {}-word windows stride {}, title {:?}, passages {:?}",
+            dir.display(),
+            args.train_top_k,
+            args.min_rel,
+            args.doc_window,
+            args.doc_stride,
+            args.doc_title,
+            args.doc_passages
+        ));
+    }
     let evaluation = if args.no_eval {
         None
     } else {
@@ -203,18 +272,32 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     config.seed = args.seed;
     config.tinybert_split = args.tinybert_split;
     config.layer_map = args.layer_map.clone();
-    config.steps = match args.steps {
-        Some(steps) => steps,
-        None => config.steps_for_epochs(args.epochs, examples.len()),
-    };
 
     let selected = select_device(args.device.device)?;
     eprintln!("device: {}", selected.description);
     let device = selected.device.clone();
-    let teacher = if args.method.needs_teacher() || evaluation.is_some() {
+    let filter_with_teacher =
+        args.doc_passages == DocPassages::TeacherBest && !documents.is_empty();
+    let teacher = if args.method.needs_teacher() || evaluation.is_some() || filter_with_teacher {
         Some(Checkpoint::load(&teacher_dir, &device)?)
     } else {
         None
+    };
+    if filter_with_teacher {
+        let teacher = teacher.as_ref().expect("loaded for the filter");
+        let mut scorer = Reranker::new(
+            teacher.model.clone(),
+            teacher.tokenizer.clone(),
+            device.clone(),
+        );
+        scorer.set_max_len(args.max_len)?;
+        let kept = keep_teacher_best_passages(&scorer, &mut documents)?;
+        eprintln!("teacher-best: kept {kept} passages of relevant documents");
+    }
+    examples.extend(documents.into_iter().flat_map(|d| d.passages));
+    config.steps = match args.steps {
+        Some(steps) => steps,
+        None => config.steps_for_epochs(args.epochs, examples.len()),
     };
     let student = build_student(&spec, &teacher_dir, &device.clone().autodiff())?;
     eprintln!(

@@ -9,11 +9,12 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tinyrank_core::{
-    Aggregation, DeviceChoice, Reranker, SaveDtype, Truncation, WordWindows, select_device,
+    Aggregation, DeviceChoice, Reranker, SaveDtype, TitleSource, Truncation, Windows, WordWindows,
+    select_device,
 };
 use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
-use tinyrank_distill::rerank::{candidates, rerank, rerank_documents};
+use tinyrank_distill::rerank::{EmptyText, candidates, rerank, rerank_documents};
 
 mod distill;
 use distill::DistillArgs;
@@ -89,12 +90,18 @@ struct RerankArgs {
     /// scoring pass.
     #[arg(long, value_delimiter = ',')]
     doc_mode: Vec<Aggregation>,
-    /// Words per passage (with --doc-mode).
-    #[arg(long, default_value_t = 150)]
-    window: usize,
-    /// Words between passage starts (with --doc-mode).
-    #[arg(long, default_value_t = 75)]
-    stride: usize,
+    /// Passage size with --doc-mode: a number of words, or `fill` for windows of tokens that
+    /// fill --max-len with the query exactly.
+    #[arg(long, default_value = "150")]
+    window: WindowSize,
+    /// Between passage starts, in the window's unit [default: 75 words, or half of --max-len
+    /// in tokens with --window fill].
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Put each document's title before every one of its passages: none, or first-sentence
+    /// (the text up to the first " . ", as in Cranfield's `title . abstract`).
+    #[arg(long, default_value = "none")]
+    title: TitleSource,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -140,6 +147,43 @@ struct ExportArgs {
     dtype: String,
 }
 
+/// `--window`: words, or token windows that fill the max length.
+#[derive(Debug, Clone, Copy)]
+enum WindowSize {
+    Words(usize),
+    Fill,
+}
+
+impl std::str::FromStr for WindowSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "fill" {
+            return Ok(WindowSize::Fill);
+        }
+        s.parse()
+            .map(WindowSize::Words)
+            .map_err(|_| format!("expected a number of words or `fill`, not {s:?}"))
+    }
+}
+
+impl RerankArgs {
+    fn windows(&self) -> Result<Windows> {
+        Ok(match self.window {
+            WindowSize::Words(size) => {
+                Windows::Words(WordWindows::new(size, self.stride.unwrap_or(75))?)
+            }
+            WindowSize::Fill => {
+                let stride = self.stride.unwrap_or(self.max_len / 2);
+                if stride == 0 {
+                    bail!("--stride must be at least 1 token");
+                }
+                Windows::Tokens { stride }
+            }
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -168,21 +212,28 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
     if args.top_k == 0 {
         bail!("--top-k must be at least 1");
     }
-    let todo = candidates(&queries, &collection, &run, &args.run, args.top_k)?;
-    let windows = WordWindows::new(args.window, args.stride)?;
-    let pairs: usize = todo
-        .iter()
-        .map(|c| {
-            if args.doc_mode.is_empty() {
-                c.passages.len()
-            } else {
-                c.passages
-                    .iter()
-                    .map(|d| windows.split(d, None).len())
-                    .sum()
-            }
-        })
-        .sum();
+    let documents = !args.doc_mode.is_empty();
+    let empty = if documents {
+        EmptyText::Allowed
+    } else {
+        EmptyText::Refused
+    };
+    let todo = candidates(&queries, &collection, &run, &args.run, args.top_k, empty)?;
+    let windows = args.windows()?;
+    // Token windows depend on each query's length: their number is known only once cut.
+    let pairs: Option<usize> = match windows {
+        _ if !documents => Some(todo.iter().map(|c| c.passages.len()).sum()),
+        Windows::Words(words) => Some(
+            todo.iter()
+                .flat_map(|c| &c.passages)
+                .map(|d| {
+                    let (title, body) = args.title.split(d);
+                    words.split(body, title).len()
+                })
+                .sum(),
+        ),
+        Windows::Tokens { .. } => None,
+    };
 
     let selected = select_device(args.device.device)?;
     eprintln!("device: {}", selected.description);
@@ -193,32 +244,60 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
         reranker.tokenizer.set_truncation(Truncation::OnlyPassage)?;
     }
 
-    let bar = ProgressBar::new(pairs as u64).with_style(
-        ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} pairs  {per_sec}  elapsed {elapsed}  eta {eta}",
-        )
-        .expect("valid template"),
-    );
+    let bar = match pairs {
+        Some(pairs) => ProgressBar::new(pairs as u64).with_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} pairs  {per_sec}  elapsed {elapsed}  eta {eta}",
+            )
+            .expect("valid template"),
+        ),
+        None => ProgressBar::no_length().with_style(
+            ProgressStyle::with_template("{pos} pairs  {per_sec}  elapsed {elapsed}")
+                .expect("valid template"),
+        ),
+    };
     let scoring = Instant::now();
     let mut written = Vec::new();
-    if args.doc_mode.is_empty() {
+    let scored_pairs;
+    if !documents {
         let reranked = rerank(&reranker, &todo, |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
         reranked.write(&args.output, &args.tag)?;
         written.push(args.output.clone());
+        scored_pairs = pairs.unwrap_or_default();
     } else {
-        let (runs, count) = rerank_documents(&reranker, &todo, windows, &args.doc_mode, |n| {
-            bar.inc(n as u64)
-        })?;
+        let (runs, count) =
+            rerank_documents(&reranker, &todo, windows, args.title, &args.doc_mode, |n| {
+                bar.inc(n as u64)
+            })?;
         bar.finish_and_clear();
+        scored_pairs = count.passages;
+        let unit = match windows {
+            Windows::Words(w) => format!("{} words, stride {}", w.size, w.stride),
+            Windows::Tokens { stride } => {
+                format!("tokens filling max-len {}, stride {stride}", args.max_len)
+            }
+        };
         eprintln!(
-            "{} documents as {} passages of {} words, stride {} ({:.2} per document)",
+            "{} documents as {} passages of {unit} ({:.2} per document); {} texts tokenised",
             count.documents,
             count.passages,
-            args.window,
-            args.stride,
-            count.passages as f64 / count.documents as f64
+            count.passages as f64 / count.documents as f64,
+            count.tokenised
         );
+        if count.empty_documents > 0 {
+            eprintln!(
+                "note: {} candidate documents have no text: they rank below the scored ones",
+                count.empty_documents
+            );
+        }
+        if count.truncated > 0 {
+            eprintln!(
+                "note: {} of {} passages were longer than max-len {} and were cut; \
+                 --window fill makes windows of tokens that fit",
+                count.truncated, count.passages, args.max_len
+            );
+        }
         for (run, mode) in runs.iter().zip(&args.doc_mode) {
             let path = if args.doc_mode.len() == 1 {
                 args.output.clone()
@@ -234,10 +313,10 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
     let scoring_secs = scoring.elapsed().as_secs_f64();
     let written: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
     eprintln!(
-        "reranked {} queries, {pairs} pairs in {:.1}s ({:.1} pairs/s scoring), total {:.1}s; wrote {}",
+        "reranked {} queries, {scored_pairs} pairs in {:.1}s ({:.1} pairs/s scoring), total {:.1}s; wrote {}",
         todo.len(),
         scoring_secs,
-        pairs as f64 / scoring_secs,
+        scored_pairs as f64 / scoring_secs,
         started.elapsed().as_secs_f64(),
         written.join(", ")
     );

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use common::*;
 use tinyrank_core::Checkpoint;
 use tinyrank_core::burn::tensor::Device;
+use tinyrank_distill::data::TextTable;
 
 fn tinyrank(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tinyrank"))
@@ -513,7 +514,25 @@ fn triples_read_and_malformed_triples_are_located() {
 
 #[test]
 fn training_examples_carry_labels_from_qrels_and_none_without() {
-    use tinyrank_distill::examples::{from_dataset, from_triples};
+    use tinyrank_distill::examples::{from_dataset, from_documents, from_triples};
+    // Cranfield as documents: every window carries its document's label.
+    let windows = tinyrank_core::WordWindows::new(100, 50).unwrap();
+    let title = tinyrank_core::TitleSource::None;
+    let docs = from_documents(&shared().join("data/cranfield"), 5, 1, windows, title).unwrap();
+    assert_eq!(docs.len(), 225 * 5);
+    let qrels =
+        tinyrank_distill::data::Qrels::read(&shared().join("data/cranfield/qrels.txt")).unwrap();
+    for d in &docs {
+        let q = &d.passages[0].query_id;
+        let relevant = qrels.grade(q, &d.doc_id).is_some_and(|g| g >= 1);
+        assert_eq!(d.label, Some(u8::from(relevant)));
+        assert!(
+            d.passages
+                .iter()
+                .all(|p| p.label == d.label && &p.query_id == q)
+        );
+    }
+    assert!(docs.iter().any(|d| d.passages.len() > 1) && docs.iter().any(|d| d.label == Some(1)));
     let dl20 = from_dataset(&shared().join("data/trec-dl-2020"), 100, 2).unwrap();
     assert_eq!(dl20.len(), 5400);
     let positives = dl20.iter().filter(|e| e.label == Some(1)).count();
@@ -610,10 +629,170 @@ fn documents_are_reranked_from_their_passages() {
         "some document has a better later passage"
     );
 
+    // Token windows with the title before each: more passages than 50-word windows (each holds
+    // what fits beside the query), every document scored.
+    let (fill, fill_run) = rerank_docs("maxp", "fill", "40");
+    let stderr = String::from_utf8_lossy(&fill.stderr);
+    assert!(fill.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tokens filling max-len 96, stride 40"),
+        "{stderr}"
+    );
+    assert_eq!(scores(&fill_run).len(), 225 * 3);
+
     let (zero, _) = rerank_docs("maxp", "50", "0");
     assert_rejected(&zero, &["stride"]);
     let (wide, _) = rerank_docs("maxp", "50", "60");
     assert_rejected(&wide, &["stride", "skip"]);
     let (bad, _) = rerank_docs("bestp", "50", "25");
     assert_rejected(&bad, &["maxp", "firstp"]);
+    let (zero_fill, _) = rerank_docs("maxp", "fill", "0");
+    assert_rejected(&zero_fill, &["stride"]);
+    let (words, _) = rerank_docs("maxp", "many", "1");
+    assert_rejected(&words, &["--window", "fill"]);
+}
+
+/// Awkward documents: an empty one ranks last (its candidates keep their order), one enormous
+/// token is one passage, and windows longer than max length are cut with a note saying so.
+#[test]
+fn empty_and_enormous_documents_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let cranfield =
+        TextTable::read(&shared().join("data/cranfield/collection.tsv"), "passage").unwrap();
+    let queries = file("queries.tsv", "1\tshock waves on a swept wing\n");
+    let collection = file(
+        "collection.tsv",
+        &format!(
+            "a\t{}\nempty\t\nhuge\t{}\nb\t{}\n",
+            cranfield.get("1").unwrap(),
+            "y".repeat(50_000),
+            cranfield.get("2").unwrap()
+        ),
+    );
+    let run = file(
+        "run",
+        "1 Q0 empty 1 9 bm25\n1 Q0 a 2 8 bm25\n1 Q0 huge 3 7 bm25\n1 Q0 b 4 6 bm25\n",
+    );
+    let output = dir.path().join("out.run");
+    let out = tinyrank(&[
+        "rerank",
+        "--model",
+        path(&tiny_model()),
+        "--queries",
+        path(&queries),
+        "--collection",
+        path(&collection),
+        "--run",
+        path(&run),
+        "--max-len",
+        "64",
+        "--doc-mode",
+        "maxp",
+        "--window",
+        "150",
+        "--device",
+        "cpu",
+        "--output",
+        path(&output),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 candidate documents have no text"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("longer than max-len 64 and were cut"),
+        "{stderr}"
+    );
+    let ranked: Vec<String> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').nth(2).unwrap().to_string())
+        .collect();
+    assert_eq!(ranked.len(), 4);
+    assert_eq!(ranked[3], "empty");
+    // Passage reranking still refuses an empty passage, naming its line.
+    let passages = tinyrank(&[
+        "rerank",
+        "--model",
+        path(&tiny_model()),
+        "--queries",
+        path(&queries),
+        "--collection",
+        path(&collection),
+        "--run",
+        path(&run),
+        "--device",
+        "cpu",
+        "--output",
+        path(&output),
+    ]);
+    assert_rejected(&passages, &["collection.tsv:2", "empty"]);
+}
+
+/// `distill` on documents: Cranfield abstracts cut into windows, the teacher keeping the best
+/// passage of each relevant document.
+#[test]
+fn distill_trains_on_document_passages() {
+    let out = tempfile::tempdir().unwrap();
+    let teacher = golden_dir().join("tiny-2logit");
+    let cranfield = shared().join("data/cranfield");
+    let args = |passages: &str| {
+        tinyrank(&[
+            "distill",
+            "--teacher",
+            path(&teacher),
+            "--student",
+            "teacher-layers:1",
+            "--train-docs",
+            path(&cranfield),
+            "--train-top-k",
+            "3",
+            "--doc-window",
+            "40",
+            "--doc-stride",
+            "20",
+            "--doc-title",
+            "first-sentence",
+            "--doc-passages",
+            passages,
+            "--min-rel",
+            "1",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-len",
+            "64",
+            "--no-eval",
+            "--device",
+            "cpu",
+            "--out",
+            path(&out.path().join(passages)),
+        ])
+    };
+    let all = args("all");
+    let stderr = String::from_utf8_lossy(&all.stderr);
+    assert!(all.status.success(), "{stderr}");
+    assert!(out.path().join("all/student/config.json").is_file());
+    let best = args("teacher-best");
+    let best_err = String::from_utf8_lossy(&best.stderr);
+    assert!(best.status.success(), "{best_err}");
+    assert!(best_err.contains("teacher-best: kept"), "{best_err}");
+    let examples = |stderr: &str| -> usize {
+        let at = stderr
+            .find(" examples,")
+            .expect("the example count is reported");
+        stderr[..at].rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        examples(&best_err) < examples(&stderr),
+        "the filter drops passages"
+    );
 }

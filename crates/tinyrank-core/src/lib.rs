@@ -15,9 +15,11 @@ pub use checkpoint::Checkpoint;
 pub use config::BertConfig;
 pub use device::{BackendKind, DeviceChoice, SelectedDevice, select_device};
 pub use model::{Batch, CrossEncoder, Output, Trace};
-pub use passages::{Aggregation, WordWindows};
+pub use passages::{
+    Aggregation, DocumentEncoder, DocumentPairs, TitleSource, Windows, WordWindows,
+};
 pub use reranker::Reranker;
-pub use tokenizer::{Encoded, PairTokenizer, Truncation};
+pub use tokenizer::{Encoded, PairTokenizer, Tokens, Truncation};
 pub use weights::SaveDtype;
 
 /// Everything that can go wrong in tinyrank-core. Each message names the file or input at fault.

@@ -1,10 +1,12 @@
 //! Documents longer than a model's input: overlapping passage windows, and the aggregation of
 //! passage scores into a document score (MaxP, FirstP, SumP; Dai & Callan, 2019).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
 use crate::Error;
+use crate::tokenizer::{Encoded, PairTokenizer, Tokens};
 
 /// Overlapping windows of `size` words, a new one every `stride` words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,155 @@ impl WordWindows {
             start += self.stride;
         }
         passages
+    }
+}
+
+/// How documents are cut into passages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Windows {
+    /// Fixed windows of words; a passage longer than the pair's max length is truncated.
+    Words(WordWindows),
+    /// Windows of tokens that fill the pair's max length with the query, a new one every
+    /// `stride` tokens.
+    Tokens { stride: usize },
+}
+
+/// Where a document's title comes from, to be put before each of its passages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TitleSource {
+    #[default]
+    None,
+    /// The text up to the first ` . ` (collections stored as `title . body`, such as
+    /// Cranfield's), when that is at most 40 words.
+    FirstSentence,
+}
+
+impl TitleSource {
+    /// (title, body) of a document's text.
+    pub fn split<'t>(self, text: &'t str) -> (Option<&'t str>, &'t str) {
+        if self == TitleSource::FirstSentence
+            && let Some((title, body)) = text.split_once(" . ")
+            && !title.trim().is_empty()
+            && !body.trim().is_empty()
+            && title.split_whitespace().count() <= 40
+        {
+            return (Some(title.trim()), body);
+        }
+        (None, text)
+    }
+}
+
+impl FromStr for TitleSource {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "none" => Ok(TitleSource::None),
+            "first-sentence" => Ok(TitleSource::FirstSentence),
+            _ => Err(Error::Input(format!(
+                "unknown title source {s:?}: expected none or first-sentence"
+            ))),
+        }
+    }
+}
+
+/// The passage pairs of one query's candidate documents.
+#[derive(Debug, Default)]
+pub struct DocumentPairs {
+    pub pairs: Vec<Encoded>,
+    /// The document (index into the candidates) each pair belongs to.
+    pub document: Vec<usize>,
+    /// Pairs whose passage did not fit max length whole (word windows only).
+    pub truncated: usize,
+}
+
+/// Turns (query, candidate documents) into passage pairs. Each document, or word window, is
+/// tokenised once however many queries it is a candidate for: the tokens are kept and joined to
+/// each query.
+pub struct DocumentEncoder<'t> {
+    tokenizer: &'t PairTokenizer,
+    windows: Windows,
+    title: TitleSource,
+    tokens: HashMap<String, Tokens>,
+}
+
+impl<'t> DocumentEncoder<'t> {
+    pub fn new(tokenizer: &'t PairTokenizer, windows: Windows, title: TitleSource) -> Self {
+        Self {
+            tokenizer,
+            windows,
+            title,
+            tokens: HashMap::new(),
+        }
+    }
+
+    /// Texts tokenised so far (each once).
+    pub fn tokenised_texts(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn tokenize_missing(&mut self, texts: &[&str]) -> Result<(), Error> {
+        let mut missing: Vec<&str> = texts
+            .iter()
+            .copied()
+            .filter(|t| !self.tokens.contains_key(*t))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let tokens = self.tokenizer.tokenize(&missing)?;
+        for (text, tokens) in missing.into_iter().zip(tokens) {
+            self.tokens.insert(text.to_string(), tokens);
+        }
+        Ok(())
+    }
+
+    /// The passage pairs of `documents` for `query`. A document without words has none.
+    pub fn encode(&mut self, query: &str, documents: &[&str]) -> Result<DocumentPairs, Error> {
+        if query.trim().is_empty() {
+            return Err(Error::Input("the query is empty".into()));
+        }
+        let query_ids = self.tokenizer.tokenize(&[query])?.remove(0).ids;
+        let split: Vec<(Option<&str>, &str)> =
+            documents.iter().map(|d| self.title.split(d)).collect();
+        let mut out = DocumentPairs::default();
+        match self.windows {
+            Windows::Words(words) => {
+                let passages: Vec<Vec<String>> = split
+                    .iter()
+                    .map(|(title, body)| words.split(body, *title))
+                    .collect();
+                let all: Vec<&str> = passages.iter().flatten().map(String::as_str).collect();
+                self.tokenize_missing(&all)?;
+                let room = self.tokenizer.max_len() - 3;
+                for (doc, passages) in passages.iter().enumerate() {
+                    for passage in passages {
+                        let ids = &self.tokens[passage.as_str()].ids;
+                        out.truncated += usize::from(query_ids.len() + ids.len() > room);
+                        out.pairs.push(self.tokenizer.join(&query_ids, ids));
+                        out.document.push(doc);
+                    }
+                }
+            }
+            Windows::Tokens { stride } => {
+                let texts: Vec<&str> = split
+                    .iter()
+                    .flat_map(|(title, body)| title.iter().copied().chain([*body]))
+                    .collect();
+                self.tokenize_missing(&texts)?;
+                for (doc, (title, body)) in split.iter().enumerate() {
+                    let title_ids = title.map_or(&[][..], |t| &self.tokens[t].ids[..]);
+                    let windows = self.tokenizer.token_windows(
+                        &query_ids,
+                        title_ids,
+                        &self.tokens[*body],
+                        stride,
+                    )?;
+                    out.document.extend(std::iter::repeat_n(doc, windows.len()));
+                    out.pairs.extend(windows);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

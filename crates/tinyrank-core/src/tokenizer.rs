@@ -25,6 +25,26 @@ pub enum Truncation {
     OnlyPassage,
 }
 
+/// One text tokenised alone, without special tokens: the part of a pair that can be tokenised
+/// once and joined to many queries (see [`PairTokenizer::join`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    /// Whether each token begins a word (false for WordPiece continuations such as `##ing`), so
+    /// that windows can start and end between words.
+    pub word_start: Vec<bool>,
+}
+
+impl Tokens {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
 /// One tokenised pair, unpadded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
@@ -35,7 +55,11 @@ pub struct Encoded {
 #[derive(Clone)]
 pub struct PairTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer without truncation, for texts tokenised alone.
+    whole: Tokenizer,
     pad_id: u32,
+    cls_id: u32,
+    sep_id: u32,
     max_len: usize,
     truncation: Truncation,
 }
@@ -121,9 +145,24 @@ impl PairTokenizer {
     fn wrap(mut inner: Tokenizer, origin: &str) -> Result<Self, Error> {
         inner.with_padding(None);
         let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
+        let special = |token: &str| {
+            inner.token_to_id(token).ok_or_else(|| Error::Tokenizer {
+                file: origin.into(),
+                message: format!("a BERT tokenizer needs a {token} token and this one has none"),
+            })
+        };
+        let (cls_id, sep_id) = (special("[CLS]")?, special("[SEP]")?);
+        let mut whole = inner.clone();
+        whole.with_truncation(None).map_err(|e| Error::Tokenizer {
+            file: origin.into(),
+            message: e.to_string(),
+        })?;
         let mut tokenizer = Self {
             inner,
+            whole,
             pad_id,
+            cls_id,
+            sep_id,
             max_len: 256,
             truncation: Truncation::default(),
         };
@@ -195,6 +234,128 @@ impl PairTokenizer {
             ids: encoding.get_ids().to_vec(),
             type_ids: encoding.get_type_ids().to_vec(),
         })
+    }
+
+    /// Tokenises texts alone, whole (no special tokens, no truncation), in parallel on native
+    /// targets.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokens>, Error> {
+        let tokens = |e: &tokenizers::Encoding| {
+            let words = e.get_word_ids();
+            Tokens {
+                ids: e.get_ids().to_vec(),
+                word_start: (0..words.len())
+                    .map(|i| i == 0 || words[i].is_none() || words[i] != words[i - 1])
+                    .collect(),
+            }
+        };
+        let fail = |e: tokenizers::Error| Error::Input(format!("cannot tokenise text: {e}"));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let inputs: Vec<tokenizers::EncodeInput> = texts.iter().map(|&t| t.into()).collect();
+            let encodings = self.whole.encode_batch_fast(inputs, false).map_err(fail)?;
+            Ok(encodings.iter().map(tokens).collect())
+        }
+        #[cfg(target_arch = "wasm32")]
+        texts
+            .iter()
+            .map(|&t| self.whole.encode_fast(t, false).map(|e| tokens(&e)))
+            .collect::<Result<_, _>>()
+            .map_err(fail)
+    }
+
+    /// `[CLS] query [SEP] passage [SEP]` from texts tokenised alone, cut exactly as
+    /// [`PairTokenizer::encode_pair`] cuts the same texts.
+    pub fn join(&self, query: &[u32], passage: &[u32]) -> Encoded {
+        let (q, p) = self.pair_lengths(query.len(), passage.len());
+        let mut ids = Vec::with_capacity(q + p + 3);
+        ids.push(self.cls_id);
+        ids.extend_from_slice(&query[..q]);
+        ids.push(self.sep_id);
+        let first = ids.len();
+        ids.extend_from_slice(&passage[..p]);
+        ids.push(self.sep_id);
+        let mut type_ids = vec![0; first];
+        type_ids.resize(ids.len(), 1);
+        Encoded { ids, type_ids }
+    }
+
+    /// How many query and passage tokens a pair keeps: the rule of the `tokenizers` crate's
+    /// truncation, so that [`PairTokenizer::join`] equals [`PairTokenizer::encode_pair`].
+    fn pair_lengths(&self, query: usize, passage: usize) -> (usize, usize) {
+        let budget = self.max_len - 3;
+        if query + passage <= budget {
+            return (query, passage);
+        }
+        if self.truncation == Truncation::OnlyPassage && query < budget {
+            return (query, budget - query);
+        }
+        // Longest-first: the shorter text stays whole if the longer can make room, else both
+        // get half (the second the odd token).
+        let (short, long) = (query.min(passage), query.max(passage));
+        let (mut short_keep, mut long_keep) = if short > budget {
+            (short, short)
+        } else {
+            (short, long.min(short.max(budget - short)))
+        };
+        if short_keep + long_keep > budget {
+            short_keep = budget / 2;
+            long_keep = short_keep + budget % 2;
+        }
+        if query <= passage {
+            (short_keep.min(query), long_keep.min(passage))
+        } else {
+            (long_keep.min(query), short_keep.min(passage))
+        }
+    }
+
+    /// Windows over a document's tokens such that each pair `[CLS] query [SEP] title window
+    /// [SEP]` fills max_len exactly (the last may be shorter), a new window every `stride`
+    /// tokens (at most one window), starting and ending between words where a word boundary is
+    /// within reach. A query longer than half of max_len is cut to half; a title to half of
+    /// what the query leaves. An empty document has no windows.
+    pub fn token_windows(
+        &self,
+        query: &[u32],
+        title: &[u32],
+        body: &Tokens,
+        stride: usize,
+    ) -> Result<Vec<Encoded>, Error> {
+        let budget = self.max_len - 3;
+        let query = &query[..query.len().min(budget / 2)];
+        let room = budget - query.len();
+        let title = &title[..title.len().min(room / 2)];
+        let window = room - title.len();
+        if window == 0 || stride == 0 {
+            return Err(Error::Input(format!(
+                "token windows need a stride of at least 1 and room for a passage: max length \
+                 {} leaves none",
+                self.max_len
+            )));
+        }
+        let stride = stride.min(window);
+        let n = body.len();
+        let starts_word = |i: usize| i >= n || body.word_start[i];
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let mut end = (start + window).min(n);
+            // Cut before a word's continuation pieces, unless the window is one long word.
+            if let Some(e) = (start + 1..=end).rev().find(|&e| starts_word(e)) {
+                end = e;
+            }
+            let mut passage = Vec::with_capacity(title.len() + end - start);
+            passage.extend_from_slice(title);
+            passage.extend_from_slice(&body.ids[start..end]);
+            out.push(self.join(query, &passage));
+            if end == n {
+                break;
+            }
+            let next = start + stride;
+            start = (next..end)
+                .find(|&s| starts_word(s))
+                .unwrap_or(next.min(end));
+        }
+        Ok(out)
     }
 
     /// Tokenises a query against many passages (in parallel on native targets).

@@ -7,8 +7,10 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use tinyrank_core::{TitleSource, WordWindows};
+
 use crate::data::{DataError, Qrels, Run, TextTable, read_triples};
-use crate::rerank::{DatasetPaths, candidates};
+use crate::rerank::{Candidates, DatasetPaths, EmptyText, candidates};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Example {
@@ -24,26 +26,94 @@ pub struct Example {
 /// collection.tsv, bm25.run, optional qrels.txt). With qrels, a pair is labelled 1 when its
 /// grade is >= `min_rel` and 0 when judged lower or unjudged; without qrels it has no label.
 pub fn from_dataset(dir: &Path, top_k: usize, min_rel: i32) -> Result<Vec<Example>, DataError> {
+    let mut examples = Vec::new();
+    for_each_candidate(
+        dir,
+        top_k,
+        min_rel,
+        EmptyText::Refused,
+        |query, _, text, label| {
+            examples.push(Example {
+                query_id: query.query_id.to_string(),
+                query: query.query.to_string(),
+                passage: text.to_string(),
+                label,
+            })
+        },
+    )?;
+    Ok(examples)
+}
+
+/// The passage examples of one candidate document.
+#[derive(Debug, Clone)]
+pub struct DocumentExamples {
+    pub doc_id: String,
+    pub label: Option<u8>,
+    pub passages: Vec<Example>,
+}
+
+/// Examples from the passages of each query's top-`top_k` documents: every window of a
+/// document (its title before each, when `title` finds one) is an example with the document's
+/// label (as [`from_dataset`] labels). Documents without words give none.
+pub fn from_documents(
+    dir: &Path,
+    top_k: usize,
+    min_rel: i32,
+    windows: WordWindows,
+    title: TitleSource,
+) -> Result<Vec<DocumentExamples>, DataError> {
+    let mut documents = Vec::new();
+    for_each_candidate(
+        dir,
+        top_k,
+        min_rel,
+        EmptyText::Allowed,
+        |query, doc_id, text, label| {
+            let (title, body) = title.split(text);
+            let passages: Vec<Example> = windows
+                .split(body, title)
+                .into_iter()
+                .map(|passage| Example {
+                    query_id: query.query_id.to_string(),
+                    query: query.query.to_string(),
+                    passage,
+                    label,
+                })
+                .collect();
+            if !passages.is_empty() {
+                documents.push(DocumentExamples {
+                    doc_id: doc_id.to_string(),
+                    label,
+                    passages,
+                });
+            }
+        },
+    )?;
+    Ok(documents)
+}
+
+/// Calls `f(query, doc_id, text, label)` for each of the top-`top_k` candidates of each query.
+fn for_each_candidate(
+    dir: &Path,
+    top_k: usize,
+    min_rel: i32,
+    empty: EmptyText,
+    mut f: impl FnMut(&Candidates<'_>, &str, &str, Option<u8>),
+) -> Result<(), DataError> {
     let paths = DatasetPaths::in_dir(dir);
     let queries = TextTable::read(&paths.queries, "query")?;
     let collection = TextTable::read(&paths.collection, "passage")?;
     let run = Run::read(&paths.run)?;
     let qrels = paths.qrels.as_deref().map(Qrels::read).transpose()?;
-    let mut examples = Vec::new();
-    for c in candidates(&queries, &collection, &run, &paths.run, top_k)? {
-        for (doc_id, passage) in c.doc_ids.iter().zip(&c.passages) {
+    for c in candidates(&queries, &collection, &run, &paths.run, top_k, empty)? {
+        for (doc_id, text) in c.doc_ids.iter().zip(&c.passages) {
             let label = qrels
                 .as_ref()
                 .map(|q| u8::from(q.grade(c.query_id, doc_id).is_some_and(|g| g >= min_rel)));
-            examples.push(Example {
-                query_id: c.query_id.to_string(),
-                query: c.query.to_string(),
-                passage: passage.to_string(),
-                label,
-            });
+            f(&c, doc_id, text, label);
         }
     }
-    Ok(examples)
+    Ok(())
 }
 
 /// Two examples per MS MARCO triple: the positive (label 1) and the negative (label 0).

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use tinyrank_core::{Aggregation, Reranker, WordWindows};
+use tinyrank_core::{Aggregation, DocumentEncoder, Reranker, TitleSource, Windows};
 
 use crate::data::{DataError, Qrels, Run, TextTable};
 use crate::metrics::{EvalOptions, Metric, evaluate};
@@ -68,16 +68,25 @@ pub struct Candidates<'a> {
     pub passages: Vec<&'a str>,
 }
 
+/// Whether a candidate may have no text: a passage may not (it is an error), a document may (it
+/// has no passages and ranks last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyText {
+    Refused,
+    Allowed,
+}
+
 /// Resolves the top-`k` candidates of every query in `run` against the query and passage
 /// tables, checking everything before any model work starts: a query without text, a query
-/// without candidates, a candidate missing from the collection or empty is an error naming the
-/// file at fault.
+/// without candidates, a candidate missing from the collection (or empty, unless `empty`
+/// allows it) is an error naming the file at fault.
 pub fn candidates<'a>(
     queries: &'a TextTable,
     collection: &'a TextTable,
     run: &'a Run,
     run_path: &Path,
     top_k: usize,
+    empty: EmptyText,
 ) -> Result<Vec<Candidates<'a>>, DataError> {
     let mut out = Vec::with_capacity(run.query_ids.len());
     for qid in &run.query_ids {
@@ -92,7 +101,15 @@ pub fn candidates<'a>(
         let mut doc_ids = Vec::with_capacity(entries.len());
         let mut passages = Vec::with_capacity(entries.len());
         for e in entries {
-            passages.push(collection.non_empty(&e.doc_id, "passage")?);
+            passages.push(match empty {
+                EmptyText::Refused => collection.non_empty(&e.doc_id, "passage")?,
+                EmptyText::Allowed => collection.get(&e.doc_id).ok_or_else(|| {
+                    DataError::file(
+                        &collection.path,
+                        format!("no document with id {}", e.doc_id),
+                    )
+                })?,
+            });
             doc_ids.push(e.doc_id.as_str());
         }
         out.push(Candidates {
@@ -138,52 +155,57 @@ pub fn rerank(
     Ok(run)
 }
 
-/// Passages scored for a document-level reranking.
+/// What a document-level reranking scored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassageCount {
     pub documents: usize,
     pub passages: usize,
+    /// Documents without any words: no passages, ranked below the scored ones.
+    pub empty_documents: usize,
+    /// Passages cut at max length (word windows longer than the model reads).
+    pub truncated: usize,
+    /// Distinct texts tokenised (a text shared by several queries counts once).
+    pub tokenised: usize,
 }
 
-/// Document reranking: every candidate document is cut into `windows`, all passages of one
-/// query are scored together (length-sorted batches), and each document gets the aggregation of
-/// its passages' scores: one run per entry of `aggregations`, from one scoring pass.
+/// Document reranking: every candidate document is cut into `windows` (with its title, if
+/// `title` finds one, before each passage), all passages of one query are scored together in
+/// length-sorted batches, and each document gets the aggregation of its passages' scores: one
+/// run per entry of `aggregations`, from one scoring pass. Each text is tokenised once however
+/// many queries share it.
 pub fn rerank_documents(
     reranker: &Reranker,
     candidates: &[Candidates<'_>],
-    windows: WordWindows,
+    windows: Windows,
+    title: TitleSource,
     aggregations: &[Aggregation],
     mut progress: impl FnMut(usize),
 ) -> Result<(Vec<Run>, PassageCount), RerankError> {
     let mut runs = vec![Run::default(); aggregations.len()];
     let mut count = PassageCount::default();
+    let mut encoder = DocumentEncoder::new(&reranker.tokenizer, windows, title);
     for c in candidates {
-        let mut passages = Vec::new();
-        let mut owner = Vec::new();
-        for (doc, text) in c.passages.iter().enumerate() {
-            for passage in windows.split(text, None) {
-                passages.push(passage);
-                owner.push(doc);
-            }
-        }
-        let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-        let encoded = reranker.encode(c.query, &refs)?;
-        let scores = reranker.score_encoded(&encoded, &mut progress)?;
+        let pairs = encoder.encode(c.query, &c.passages)?;
+        let scores = reranker.score_encoded(&pairs.pairs, &mut progress)?;
         let mut per_doc = vec![Vec::new(); c.doc_ids.len()];
-        for (doc, score) in owner.into_iter().zip(scores) {
+        for (&doc, score) in pairs.document.iter().zip(scores) {
             per_doc[doc].push(score);
         }
         for (run, aggregation) in runs.iter_mut().zip(aggregations) {
-            for (doc_id, scores) in c.doc_ids.iter().zip(&per_doc) {
-                let score = aggregation
-                    .apply(scores)
-                    .expect("candidates are non-empty, so every document has a passage");
+            let scored: Vec<Option<f32>> = per_doc.iter().map(|s| aggregation.apply(s)).collect();
+            let floor = scored.iter().flatten().copied().fold(0.0f32, f32::min);
+            for (i, (doc_id, score)) in c.doc_ids.iter().zip(scored).enumerate() {
+                // Empty documents keep their first-stage order, below every scored one.
+                let score = score.unwrap_or(floor - 1.0 - i as f32);
                 run.push_score(c.query_id, doc_id, score);
             }
         }
         count.documents += c.doc_ids.len();
-        count.passages += passages.len();
+        count.passages += pairs.pairs.len();
+        count.truncated += pairs.truncated;
+        count.empty_documents += per_doc.iter().filter(|s| s.is_empty()).count();
     }
+    count.tokenised = encoder.tokenised_texts();
     Ok((runs, count))
 }
 
@@ -228,6 +250,7 @@ impl EvalSet {
             &self.run,
             &self.run_path,
             self.top_k,
+            EmptyText::Refused,
         )
     }
 
