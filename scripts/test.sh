@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Every test tinyrank has: the core crate's wasm32 build check, then the Rust suites (unit,
-# parity with transformers on CPU and wgpu, real-data CLI tests), in release mode so the real
-# models run at speed. Assets come from ../shared or $TINYRANK_SHARED.
+# Every test tinyrank has: the Rust suites (unit, parity with transformers on CPU and wgpu,
+# real-data CLI tests) in release mode so that the real models run at speed, then the npm
+# package built for wasm32 and tested from Node and in headless Chromium (WebGPU through
+# SwiftShader, and the CPU fallback). Assets come from ../shared or $TINYRANK_SHARED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TINYRANK_SHARED="${TINYRANK_SHARED:-$(cd .. && pwd)/shared}"
 
-echo "== tinyrank-core compiles for wasm32 (WebGPU + CPU backends)"
-cargo check --target wasm32-unknown-unknown -p tinyrank-core --features webgpu
-
 echo "== Rust tests"
 cargo test --release --workspace
+
+echo "== npm package: build (wasm-pack) and test (Node, Chromium)"
+./scripts/build-web.sh
+export TINYRANK_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/tinyrank"
+(cd web && npm test)

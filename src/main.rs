@@ -16,7 +16,9 @@ use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
 use tinyrank_distill::rerank::{EmptyText, candidates, rerank, rerank_documents};
 
+mod demo;
 mod distill;
+use demo::DemoArgs;
 use distill::DistillArgs;
 
 // Inference allocates and frees large activation buffers every batch; glibc hands them back to
@@ -45,6 +47,8 @@ enum Command {
     Export(ExportArgs),
     /// Distil a teacher cross-encoder into a small student (Simplified TinyBERT).
     Distill(Box<DistillArgs>),
+    /// Serve the client-side search demo (BM25 + the model, in the browser) on 127.0.0.1.
+    Demo(DemoArgs),
 }
 
 #[derive(Args)]
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_eval(args),
         Command::Export(args) => run_export(args),
         Command::Distill(args) => distill::run_distill(*args),
+        Command::Demo(args) => demo::run_demo(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

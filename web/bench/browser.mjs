@@ -1,0 +1,90 @@
+// Latency to rerank one TREC DL 2019 query's BM25 top-100 in headless Chromium, on WebGPU and on
+// the CPU (WebAssembly), median of repeated runs; plus the package and model download sizes.
+//   node bench/browser.mjs [--model DIR] [--repeats N] [--max-length N]
+import { readFileSync, statSync } from "node:fs";
+import { cpus } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { gzipSync } from "node:zlib";
+
+import { chromium } from "playwright-core";
+
+import { repo, serve, shared, teacherDir } from "../test/fixtures.mjs";
+
+const { values } = parseArgs({
+  options: {
+    model: { type: "string", default: teacherDir },
+    repeats: { type: "string", default: "5" },
+    "max-length": { type: "string", default: "256" },
+  },
+});
+const repeats = Number(values.repeats);
+const maxLength = Number(values["max-length"]);
+
+const dl19 = join(shared, "data/trec-dl-2019");
+const table = (file) =>
+  new Map(
+    readFileSync(join(dl19, file), "utf8")
+      .split("\n")
+      .filter((l) => l.includes("\t"))
+      .map((l) => [l.slice(0, l.indexOf("\t")), l.slice(l.indexOf("\t") + 1)]),
+  );
+const queries = table("queries.tsv");
+const collection = table("collection.tsv");
+const run = readFileSync(join(dl19, "bm25.run"), "utf8").trim().split("\n").map((l) => l.split(/\s+/));
+const qid = run[0][0];
+const passages = run.filter((r) => r[0] === qid).slice(0, 100).map((r) => collection.get(r[2]));
+const query = queries.get(qid);
+
+const server = await serve({ "/": join(repo, "web"), "/model/": values.model });
+const headless = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync"];
+const webgpu = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
+  "--use-angle=swiftshader"];
+
+const rows = [];
+let browserVersion = "";
+for (const [label, flags, device] of [["webgpu", webgpu, "webgpu"], ["cpu", [], "cpu"]]) {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: [...headless, ...flags],
+  });
+  browserVersion = browser.version();
+  const page = await browser.newPage();
+  await page.goto(`${server.url}/test/page.html`);
+  await page.waitForFunction(() => window.tinyrank);
+  const result = await page.evaluate(
+    async ({ query, passages, device, repeats, maxLength }) => {
+      const t0 = performance.now();
+      const reranker = await window.tinyrank.Reranker.load("/model/", { device });
+      const loadMs = performance.now() - t0;
+      await reranker.rerank(query, passages, { maxLength }); // warm-up: shader compilation
+      const times = [];
+      for (let i = 0; i < repeats; i++) {
+        const start = performance.now();
+        await reranker.rerank(query, passages, { maxLength });
+        times.push(performance.now() - start);
+      }
+      times.sort((a, b) => a - b);
+      return { backend: reranker.backend, loadMs, median: times[Math.floor(times.length / 2)], times };
+    },
+    { query, passages, device, repeats, maxLength },
+  );
+  rows.push({ label, ...result });
+  await browser.close();
+}
+server.close();
+
+const wasm = readFileSync(join(repo, "web/pkg/tinyrank_wasm_bg.wasm"));
+const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+console.log(`Chromium ${browserVersion}, headless, ${cpus().length} x ${cpus()[0].model}; ` +
+  `WebGPU is SwiftShader (a CPU emulation): a floor, not a GPU figure.`);
+console.log(`model ${values.model}: model.safetensors ${mb(statSync(join(values.model, "model.safetensors")).size)}; ` +
+  `package wasm ${mb(wasm.length)} (${mb(gzipSync(wasm, { level: 9 }).length)} gzip)`);
+console.log(`query ${qid}, ${passages.length} passages, max length ${maxLength}, median of ${repeats} after one warm-up\n`);
+console.log("| backend | load (s) | rerank 100 (ms, median) | pairs/s | runs (ms) |");
+console.log("|---|---|---|---|---|");
+for (const r of rows) {
+  console.log(`| ${r.backend} | ${(r.loadMs / 1000).toFixed(1)} | ${r.median.toFixed(0)} | ` +
+    `${(passages.length / (r.median / 1000)).toFixed(1)} | ${r.times.map((t) => t.toFixed(0)).join(", ")} |`);
+}
