@@ -52,32 +52,66 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
         );
     }
     if !www.join("index.html").is_file() {
-        bail!("{} has no index.html: point --root at the tinyrank checkout", www.display());
+        bail!(
+            "{} has no index.html: point --root at the tinyrank checkout",
+            www.display()
+        );
     }
     if !args.model.join("config.json").is_file() {
-        bail!("{}: no config.json: --model must be a checkpoint directory", args.model.display());
+        bail!(
+            "{}: no config.json: --model must be a checkpoint directory",
+            args.model.display()
+        );
     }
     if !args.data.join("collection.tsv").is_file() {
-        bail!("{}: no collection.tsv: --data must be a dataset directory", args.data.display());
+        bail!(
+            "{}: no collection.tsv: --data must be a dataset directory",
+            args.data.display()
+        );
     }
     let mounts = [
-        Mount { prefix: "/tinyrank/", dir: web, only: None },
-        Mount { prefix: "/model/", dir: args.model.clone(), only: Some(MODEL_FILES) },
-        Mount { prefix: "/data/", dir: args.data.clone(), only: Some(DATA_FILES) },
-        Mount { prefix: "/", dir: www, only: None },
+        Mount {
+            prefix: "/tinyrank/",
+            dir: web,
+            only: None,
+        },
+        Mount {
+            prefix: "/model/",
+            dir: args.model.clone(),
+            only: Some(MODEL_FILES),
+        },
+        Mount {
+            prefix: "/data/",
+            dir: args.data.clone(),
+            only: Some(DATA_FILES),
+        },
+        Mount {
+            prefix: "/",
+            dir: www,
+            only: None,
+        },
     ];
     let server = tiny_http::Server::http(("127.0.0.1", args.port))
         .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
-    let address = server.server_addr().to_ip().context("the server has no IP address")?;
+    let address = server
+        .server_addr()
+        .to_ip()
+        .context("the server has no IP address")?;
     // Tests and scripts read this line to find the port.
-    println!("serving the demo on http://{address}/ (model {}, data {}); Ctrl-C stops", args.model.display(), args.data.display());
+    println!(
+        "serving the demo on http://{address}/ (model {}, data {}); Ctrl-C stops",
+        args.model.display(),
+        args.data.display()
+    );
     for request in server.incoming_requests() {
         let response = match resolve(&mounts, request.url()) {
             Some(path) => match File::open(&path) {
                 Ok(file) => {
                     let header = tiny_http::Header::from_bytes("Content-Type", content_type(&path))
                         .expect("a valid header");
-                    tiny_http::Response::from_file(file).with_header(header).boxed()
+                    tiny_http::Response::from_file(file)
+                        .with_header(header)
+                        .boxed()
                 }
                 Err(_) => not_found(),
             },
@@ -90,7 +124,9 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
 }
 
 fn not_found() -> tiny_http::ResponseBox {
-    tiny_http::Response::from_string("not found").with_status_code(404).boxed()
+    tiny_http::Response::from_string("not found")
+        .with_status_code(404)
+        .boxed()
 }
 
 /// The file a URL names, if a mount serves it: no `..`, no hidden files, only listed names.
@@ -126,5 +162,58 @@ fn content_type(path: &Path) -> &'static str {
         Some("wasm") => "application/wasm",
         Some("tsv") | Some("txt") => "text/plain; charset=utf-8",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listed_files_below_a_mount_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (www, model) = (dir.path().join("www"), dir.path().join("model"));
+        for d in [&www, &model] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for f in [
+            www.join("index.html"),
+            www.join(".secret"),
+            model.join("config.json"),
+            model.join("notes.txt"),
+            dir.path().join("outside.txt"),
+        ] {
+            std::fs::write(f, "x").unwrap();
+        }
+        let mounts = [
+            Mount {
+                prefix: "/model/",
+                dir: model.clone(),
+                only: Some(MODEL_FILES),
+            },
+            Mount {
+                prefix: "/",
+                dir: www.clone(),
+                only: None,
+            },
+        ];
+        assert_eq!(resolve(&mounts, "/"), Some(www.join("index.html")));
+        assert_eq!(
+            resolve(&mounts, "/index.html?x=1"),
+            Some(www.join("index.html"))
+        );
+        assert_eq!(
+            resolve(&mounts, "/model/config.json"),
+            Some(model.join("config.json"))
+        );
+        for refused in [
+            "/model/notes.txt",
+            "/../outside.txt",
+            "/model/../outside.txt",
+            "/.secret",
+            "/missing.js",
+        ] {
+            assert_eq!(resolve(&mounts, refused), None, "{refused}");
+        }
     }
 }
