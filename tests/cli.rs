@@ -679,27 +679,26 @@ fn empty_and_enormous_documents_are_handled() {
         "1 Q0 empty 1 9 bm25\n1 Q0 a 2 8 bm25\n1 Q0 huge 3 7 bm25\n1 Q0 b 4 6 bm25\n",
     );
     let output = dir.path().join("out.run");
-    let out = tinyrank(&[
-        "rerank",
-        "--model",
-        path(&tiny_model()),
-        "--queries",
-        path(&queries),
-        "--collection",
-        path(&collection),
-        "--run",
-        path(&run),
-        "--max-len",
-        "64",
-        "--doc-mode",
-        "maxp",
-        "--window",
-        "150",
-        "--device",
-        "cpu",
-        "--output",
-        path(&output),
-    ]);
+    let model = tiny_model();
+    let rerank = |extra: &[&str]| {
+        let inputs = [
+            "rerank",
+            "--model",
+            path(&model),
+            "--queries",
+            path(&queries),
+            "--collection",
+            path(&collection),
+            "--run",
+            path(&run),
+            "--device",
+            "cpu",
+            "--output",
+            path(&output),
+        ];
+        tinyrank(&[&inputs[..], extra].concat())
+    };
+    let out = rerank(&["--max-len", "64", "--doc-mode", "maxp", "--window", "150"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -718,21 +717,7 @@ fn empty_and_enormous_documents_are_handled() {
     assert_eq!(ranked.len(), 4);
     assert_eq!(ranked[3], "empty");
     // Passage reranking still refuses an empty passage, naming its line.
-    let passages = tinyrank(&[
-        "rerank",
-        "--model",
-        path(&tiny_model()),
-        "--queries",
-        path(&queries),
-        "--collection",
-        path(&collection),
-        "--run",
-        path(&run),
-        "--device",
-        "cpu",
-        "--output",
-        path(&output),
-    ]);
+    let passages = rerank(&[]);
     assert_rejected(&passages, &["collection.tsv:2", "empty"]);
 }
 

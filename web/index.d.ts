@@ -1,3 +1,5 @@
+/** "auto": WebGPU on a hardware adapter, else the CPU (WebAssembly); "webgpu": any adapter,
+ * software (SwiftShader) included; "cpu". */
 export type Device = "auto" | "webgpu" | "cpu";
 
 /** A checkpoint already in memory: config.json, model.safetensors and tokenizer.json or vocab.txt. */

@@ -18,14 +18,20 @@ function loadWasm() {
   return wasmReady;
 }
 
-/** Whether this page can give WebGPU an adapter (the wasm side would fail without one). */
-async function hasWebGpu() {
-  if (!globalThis.navigator?.gpu) return false;
+/** The page's WebGPU adapter, or null when the browser gives none. */
+async function webGpuAdapter() {
+  if (!globalThis.navigator?.gpu) return null;
   try {
-    return (await navigator.gpu.requestAdapter()) !== null;
+    return await navigator.gpu.requestAdapter();
   } catch {
-    return false;
+    return null;
   }
+}
+
+/** A software adapter (Chromium's SwiftShader): a CPU emulation of a GPU, far slower than
+ * the CPU backend, so "auto" does not pick it. */
+function isFallbackAdapter(adapter) {
+  return Boolean(adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter);
 }
 
 /** Reads `name` from a checkpoint location: an http(s) URL, or a directory path in Node. */
@@ -96,7 +102,8 @@ export class Reranker {
   /**
    * Loads a checkpoint directory (URL, or path in Node) or in-memory files
    * `{ config, weights, tokenizer }` (tokenizer.json) or `{ config, weights, vocab }`.
-   * `device`: "auto" (WebGPU if usable, else CPU), "webgpu" or "cpu".
+   * `device`: "auto" (WebGPU on a hardware adapter, else the CPU), "webgpu" (any adapter,
+   * software ones included) or "cpu".
    */
   static async load(source, { device = "auto" } = {}) {
     if (!["auto", "webgpu", "cpu"].includes(device)) {
@@ -121,9 +128,12 @@ export class Reranker {
       throw new TypeError("tinyrank: load() needs a checkpoint URL or { config, weights, tokenizer }");
     }
     let wanted = device;
-    if (device !== "cpu" && !(await hasWebGpu())) {
-      if (device === "webgpu") throw new Error("tinyrank: this browser gives WebGPU no adapter");
-      wanted = "cpu";
+    if (device !== "cpu") {
+      const adapter = await webGpuAdapter();
+      if (device === "webgpu" && !adapter) {
+        throw new Error("tinyrank: this browser gives WebGPU no adapter");
+      }
+      if (device === "auto" && (!adapter || isFallbackAdapter(adapter))) wanted = "cpu";
     }
     const config = new TextDecoder().decode(files.config);
     const inner = await WasmReranker.fromFiles(

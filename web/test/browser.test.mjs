@@ -59,17 +59,23 @@ before(async () => {
 
 after(() => server?.close());
 
-async function open(flags) {
+/** Runs `body(page)` on the test page in a fresh browser; the page must raise no error. */
+async function inBrowser(flags, body) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: [...headless, ...flags],
   });
-  const page = await browser.newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(e.message));
-  await page.goto(`${server.url}/test/page.html`);
-  await page.waitForFunction(() => window.tinyrank, null, { timeout: 60_000 });
-  return { browser, page, errors };
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    await page.goto(`${server.url}/test/page.html`);
+    await page.waitForFunction(() => window.tinyrank, null, { timeout: 60_000 });
+    await body(page);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
 }
 
 /** Scores in the page: each query's pairs in one call (a padded batch), in `pairs` order. */
@@ -97,11 +103,17 @@ function assertClose(label, scores, expected) {
   assert.ok(diff < 1e-3, `${label} differs from native CPU by ${diff}`);
 }
 
-test("WebGPU: scores equal native CPU scores", { timeout: 900_000 }, async () => {
-  const { browser, page, errors } = await open(webgpu);
-  try {
-    const tiny = await scoreInPage(page, { model: "/models/tiny/", device: "auto", pairs });
+test("WebGPU: scores equal native CPU scores", { timeout: 900_000 }, () =>
+  inBrowser(webgpu, async (page) => {
+    const tiny = await scoreInPage(page, { model: "/models/tiny/", device: "webgpu", pairs });
     assert.equal(tiny.backend, "webgpu");
+    // SwiftShader is a software adapter, tens of times slower than the CPU path: auto skips it.
+    const auto = await page.evaluate(async () => {
+      const reranker = await window.tinyrank.Reranker.load("/models/tiny/");
+      const fallback = (await navigator.gpu.requestAdapter()).info.isFallbackAdapter;
+      return { backend: reranker.backend, fallback };
+    });
+    assert.deepEqual(auto, { backend: "cpu", fallback: true });
     assertClose("webgpu, tiny checkpoint, 20 pairs", tiny.scores, native.tiny);
     const teacher = await scoreInPage(page, {
       model: "/models/teacher/",
@@ -110,15 +122,10 @@ test("WebGPU: scores equal native CPU scores", { timeout: 900_000 }, async () =>
       maxLength: teacherShort.maxLength,
     });
     assertClose("webgpu, teacher, 64 tokens", teacher.scores, native.teacherShort);
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-  }
-});
+  }));
 
-test("no WebGPU: the CPU fallback gives the same scores", { timeout: 600_000 }, async () => {
-  const { browser, page, errors } = await open([]);
-  try {
+test("no WebGPU: the CPU fallback gives the same scores", { timeout: 600_000 }, () =>
+  inBrowser([], async (page) => {
     const teacher = await scoreInPage(page, { model: "/models/teacher/", device: "auto", pairs });
     assert.equal(teacher.backend, "cpu");
     assertClose("cpu-wasm, teacher, 20 pairs", teacher.scores, native.teacher);
@@ -128,15 +135,10 @@ test("no WebGPU: the CPU fallback gives the same scores", { timeout: 600_000 }, 
       page.evaluate(() => window.tinyrank.Reranker.load("/models/teacher/", { device: "webgpu" })),
       /WebGPU/,
     );
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-  }
-});
+  }));
 
-test("bad input gives rejected promises, not a dead page", { timeout: 600_000 }, async () => {
-  const { browser, page, errors } = await open([]);
-  try {
+test("bad input gives rejected promises, not a dead page", { timeout: 600_000 }, () =>
+  inBrowser([], async (page) => {
     const outcome = await page.evaluate(async () => {
       const { Reranker } = window.tinyrank;
       const message = (p) => p.then(() => "resolved", (e) => String(e.message ?? e));
@@ -160,11 +162,7 @@ test("bad input gives rejected promises, not a dead page", { timeout: 600_000 },
     assert.equal(outcome.many, 10_000);
     assert.ok(outcome.finite);
     assert.equal(outcome.after, 1);
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-  }
-});
+  }));
 
 // The demo on the CPU fallback: the teacher on SwiftShader's WebGPU would take minutes per query.
 test("demo: a typed query shows BM25 and the model's reranking of it", { timeout: 600_000 }, async () => {

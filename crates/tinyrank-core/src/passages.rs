@@ -82,7 +82,7 @@ pub enum TitleSource {
 
 impl TitleSource {
     /// (title, body) of a document's text.
-    pub fn split<'t>(self, text: &'t str) -> (Option<&'t str>, &'t str) {
+    pub fn split(self, text: &str) -> (Option<&str>, &str) {
         if self == TitleSource::FirstSentence
             && let Some((title, body)) = text.split_once(" . ")
             && !title.trim().is_empty()
