@@ -16,8 +16,10 @@ use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
 use tinyrank_distill::rerank::{EmptyText, candidates, rerank, rerank_documents};
 
+mod bench;
 mod demo;
 mod distill;
+use bench::BenchArgs;
 use demo::DemoArgs;
 use distill::DistillArgs;
 
@@ -49,6 +51,8 @@ enum Command {
     Distill(Box<DistillArgs>),
     /// Serve the client-side search demo (BM25 + the model, in the browser) on 127.0.0.1.
     Demo(DemoArgs),
+    /// Measure pairs/s and peak memory of model shapes (or a checkpoint) on each backend.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -196,6 +200,7 @@ fn main() -> ExitCode {
         Command::Export(args) => run_export(args),
         Command::Distill(args) => distill::run_distill(*args),
         Command::Demo(args) => demo::run_demo(args),
+        Command::Bench(args) => bench::run_bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""tinyrank against PyTorch and ONNX Runtime on the same shapes, the same machine, the same moment.
+
+For each shape (layers/hidden) and length it builds transformers' BertForSequenceClassification
+with random weights (1 logit, FFN 4x hidden, 12 heads, 2 for 128 hidden: the shapes of
+`tinyrank bench`), exports it to ONNX, quantises a copy to int8 (dynamic quantisation), and
+times, in rounds that interleave the engines so that a noisy neighbour hits them all alike:
+
+    tinyrank (its `bench` command, one process per measurement), PyTorch fp32,
+    ONNX Runtime fp32, ONNX Runtime int8                         (--device cpu)
+    tinyrank on wgpu, PyTorch fp32 and fp16                      (--device cuda)
+
+Every engine gets the same batch (synthetic ids, every pair exactly the length) and, on the CPU,
+the same number of threads. Each figure is the median pairs/s over all its timed batches. A GEMM
+(PyTorch, fp32, the same threads) measures the machine's reachable peak for the last column.
+
+    pip install torch transformers onnx onnxruntime
+    python scripts/bench_compare.py --tinyrank target/release/tinyrank --threads 2
+
+Prints one Markdown table (docs/performance.md keeps one, with its date and machine).
+"""
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+VOCAB = 30522
+
+
+def heads_for(hidden):
+    return 12 if hidden >= 384 and hidden % 12 == 0 else max(1, hidden // 64)
+
+
+def flops_per_pair(layers, hidden, length):
+    """Same count as tinyrank's bench: a multiply-add is two operations."""
+    h, l = float(hidden), float(length)
+    per_layer = 2 * l * (4 * h * h + 2 * h * 4 * h) + 4 * l * l * h
+    return layers * per_layer + 2 * h * h
+
+
+def synthetic_batch(batch, length):
+    """tinyrank bench's synthetic pairs: ids spread over the vocabulary, query in the first 1/8."""
+    query_len = max(1, length // 8)
+    ids = [[1000 + (row * 7919 + j * 104729) % (VOCAB - 1000) for j in range(length)] for row in range(batch)]
+    types = [[int(j > query_len) for j in range(length)] for _ in range(batch)]
+    ids = torch.tensor(ids, dtype=torch.long)
+    types = torch.tensor(types, dtype=torch.long)
+    return ids, torch.ones_like(ids), types
+
+
+def bert(layers, hidden):
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads_for(hidden),
+        intermediate_size=4 * hidden,
+        num_labels=1,
+        attn_implementation="sdpa",
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+def time_batches(run, batches, warmup):
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(batches):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def gemm_peak(device, threads):
+    n = 2048 if device == "cpu" else 8192
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run():
+        torch.mm(a, b)
+        sync()
+
+    times = time_batches(run, 5, 2)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def tinyrank_rates(binary, shape, length, batch, device, threads, repeats):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "m.jsonl"
+        cmd = [binary, "bench", "--shapes", shape, "--lengths", str(length), "--batch-size", str(batch),
+               "--devices", "cpu" if device == "cpu" else "gpu", "--repeats", str(repeats),
+               "--warmup", "1", "--json", str(out)]
+        if device == "cpu":
+            cmd += ["--threads", str(threads)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        m = json.loads(out.read_text().splitlines()[0])
+        return [batch / r for r in m["rates"]], m["backend"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tinyrank", default=os.environ.get("TINYRANK_BIN", "target/release/tinyrank"))
+    parser.add_argument("--shapes", default="12/768,6/768,6/384,3/384,2/128")
+    parser.add_argument("--lengths", default="128,256")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per engine")
+    parser.add_argument("--repeats", type=int, default=3, help="timed batches per engine per round")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--engines", default="", help="comma-separated subset of the engines")
+    parser.add_argument("--json", help="also write every figure here")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = args.device
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    peak = gemm_peak(device, args.threads)
+    cpu_name = platform.processor() or platform.machine()
+    try:
+        cpu_name = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu_name = torch.cuda.get_device_name() if device == "cuda" else None
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')} | {gpu_name or cpu_name} | threads {args.threads} | "
+          f"batch {args.batch} | torch {torch.__version__} | measured fp32 GEMM peak {peak:.0f} GFLOP/s",
+          file=sys.stderr)
+
+    rows = []
+    for shape in args.shapes.split(","):
+        layers, hidden = map(int, shape.split("/")[:2])
+        for length in map(int, args.lengths.split(",")):
+            ids, mask, types = synthetic_batch(args.batch, length)
+            model = bert(layers, hidden)
+            engines = {}
+            backend = "tinyrank"
+            with tempfile.TemporaryDirectory() as tmp:
+                if device == "cpu":
+                    import onnxruntime as ort
+                    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                    fp32_path = os.path.join(tmp, "model.onnx")
+                    int8_path = os.path.join(tmp, "model.int8.onnx")
+                    torch.onnx.export(
+                        model, (ids, mask, types), fp32_path, dynamo=False,
+                        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
+                        dynamic_axes={n: {0: "batch", 1: "len"} for n in ["input_ids", "attention_mask", "token_type_ids"]},
+                        opset_version=17,
+                    )
+                    quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8)
+                    options = ort.SessionOptions()
+                    options.intra_op_num_threads = args.threads
+                    options.inter_op_num_threads = 1
+                    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
+                    for name, path in [("onnxruntime fp32", fp32_path), ("onnxruntime int8", int8_path)]:
+                        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+                        engines[name] = (lambda s=session: s.run(None, feeds))
+
+                    def torch_run():
+                        with torch.inference_mode():
+                            model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+                    engines["pytorch fp32"] = torch_run
+                else:
+                    gpu_model = model.to("cuda")
+                    half_model = bert(layers, hidden).to("cuda").half()
+                    gids, gmask, gtypes = ids.cuda(), mask.cuda(), types.cuda()
+
+                    def run_on(m):
+                        def run():
+                            with torch.inference_mode():
+                                m(input_ids=gids, attention_mask=gmask, token_type_ids=gtypes)
+                            sync()
+                        return run
+
+                    engines["pytorch fp32"] = run_on(gpu_model)
+                    engines["pytorch fp16"] = run_on(half_model)
+                wanted = set(filter(None, args.engines.split(",")))
+                times = {name: [] for name in ["tinyrank", *engines] if not wanted or name in wanted}
+                for _ in range(args.rounds):
+                    for name in times:
+                        if name == "tinyrank":
+                            rates, backend = tinyrank_rates(args.tinyrank, shape, length, args.batch, device,
+                                                            args.threads, args.repeats)
+                            times[name] += rates
+                        else:
+                            times[name] += time_batches(engines[name], args.repeats, 1)
+            reference = statistics.median(times["onnxruntime fp32"]) if "onnxruntime fp32" in times else None
+            for name, ts in times.items():
+                rate = args.batch / statistics.median(ts)
+                gflops = rate * flops_per_pair(layers, hidden, length) / 1e9
+                rows.append({
+                    "shape": shape, "len": length, "engine": name if name != "tinyrank" else f"tinyrank ({backend})",
+                    "pairs_per_s": rate, "vs_ort_fp32": rate * reference / args.batch if reference else None,
+                    "gflops": gflops, "of_peak": gflops / peak, "batches": len(ts),
+                })
+                print(f"{shape} @ {length}: {rows[-1]['engine']}: {rate:.1f} pairs/s", file=sys.stderr)
+
+    print(f"| shape | tokens | engine | pairs/s (median) | vs ONNX Runtime fp32 | GFLOP/s | of measured peak ({peak:.0f}) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = f"{r['vs_ort_fp32']:.2f}x" if r["vs_ort_fp32"] else "-"
+        print(f"| {r['shape']} | {r['len']} | {r['engine']} | {r['pairs_per_s']:.1f} | {ratio} | "
+              f"{r['gflops']:.0f} | {100 * r['of_peak']:.0f}% |")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"peak_gflops": peak, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

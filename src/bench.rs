@@ -1,0 +1,513 @@
+//! `tinyrank bench`: pairs/s and peak memory of cross-encoder shapes on every backend.
+//!
+//! Each (shape, length, device) is measured in a child process of its own, so that its peak
+//! memory is its own and one backend's thread pools or caches do not slow the next. Weights are
+//! random (BERT's initialisation) unless `--model` is given: speed does not depend on them.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tinyrank_core::checkpoint::CheckpointFiles;
+use tinyrank_core::model::Trace;
+use tinyrank_core::{
+    BackendKind, BertConfig, Batch, Checkpoint, DeviceChoice, Encoded, Reranker, select_device,
+};
+use tinyrank_distill::data::{Run, TextTable};
+use tinyrank_distill::rerank::{EmptyText, candidates};
+
+use crate::distill::assets_root;
+
+/// BERT-Base's WordPiece vocabulary: the embedding table's size matters for memory, not speed.
+const VOCAB: usize = 30522;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Shapes as layers/hidden[/heads]: heads default to 12, or hidden/64 below 384 hidden;
+    /// the feed-forward width is 4 x hidden.
+    #[arg(long, value_delimiter = ',', default_value = "12/768,6/768,6/384,3/384,2/128")]
+    shapes: Vec<Shape>,
+    /// Pair lengths in tokens (every pair of a synthetic batch is exactly this long).
+    #[arg(long, value_delimiter = ',', default_value = "128,256")]
+    lengths: Vec<usize>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Backends: cpu, gpu, or auto (cpu, and gpu when a hardware GPU is present).
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    devices: Vec<DeviceChoice>,
+    /// Timed batches per measurement; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Untimed batches first (kernel compilation and autotuning on wgpu, caches on the CPU).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// CPU threads (burn flex's rayon pool) [default: every core].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Real text instead of synthetic batches: a dataset directory (queries.tsv, collection.tsv,
+    /// bm25.run), whose first --text-queries queries' top-100 are scored with real lengths,
+    /// sorted by length into batches so that padding stays small.
+    #[arg(long)]
+    text: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    text_queries: usize,
+    /// Measure this checkpoint (real weights) instead of the --shapes; with --text its
+    /// tokenizer is used, otherwise the shared teacher's.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Root of the shared assets (for the tokenizer of --text) [default: $TINYRANK_SHARED or
+    /// ../shared].
+    #[arg(long)]
+    assets: Option<PathBuf>,
+    /// Write one JSON object per measurement to this file as well.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Internal: measure one case in this process and print it as JSON.
+    #[arg(long, hide = true)]
+    single: bool,
+}
+
+/// A BERT cross-encoder shape: `layers/hidden[/heads]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    /// Feed-forward width: 4 x hidden for the --shapes, the checkpoint's for --model.
+    pub ffn: usize,
+}
+
+impl FromStr for Shape {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<usize> = s
+            .split('/')
+            .map(|p| p.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("shape {s:?}: expected layers/hidden[/heads], e.g. 3/384"))?;
+        let (layers, hidden, heads) = match parts[..] {
+            [layers, hidden] => (layers, hidden, default_heads(hidden)),
+            [layers, hidden, heads] => (layers, hidden, heads),
+            _ => return Err(format!("shape {s:?}: expected layers/hidden[/heads]")),
+        };
+        if layers == 0 || hidden == 0 || heads == 0 || hidden % heads != 0 {
+            return Err(format!(
+                "shape {s:?}: layers, hidden and heads must be positive and heads must divide hidden"
+            ));
+        }
+        Ok(Shape {
+            layers,
+            hidden,
+            heads,
+            ffn: 4 * hidden,
+        })
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.layers, self.hidden)
+    }
+}
+
+/// 12 heads as in BERT-Base and MiniLM, fewer for the smallest widths (2/128 has 2).
+fn default_heads(hidden: usize) -> usize {
+    if hidden >= 384 && hidden % 12 == 0 {
+        12
+    } else {
+        (hidden / 64).max(1)
+    }
+}
+
+impl Shape {
+    fn config(&self) -> BertConfig {
+        BertConfig::new(VOCAB, self.hidden, self.layers, self.heads, self.ffn)
+    }
+
+    /// Floating-point operations of one pair's forward pass at `len` tokens (a multiply-add
+    /// counts two): the projections, attention's two products, the feed-forward block.
+    pub fn flops_per_pair(&self, len: usize) -> f64 {
+        let (h, f, l) = (self.hidden as f64, self.ffn as f64, len as f64);
+        let per_layer = 2.0 * l * (4.0 * h * h + 2.0 * h * f) + 4.0 * l * l * h;
+        self.layers as f64 * per_layer + 2.0 * h * h
+    }
+}
+
+/// One measurement, as the child prints it and the table shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Measurement {
+    model: String,
+    len: String,
+    device: String,
+    backend: String,
+    batch_size: usize,
+    pairs: usize,
+    /// Pairs/s of each timed repeat.
+    rates: Vec<f64>,
+    median_pairs_per_s: f64,
+    gflops_per_s: Option<f64>,
+    /// The process's peak resident memory (host memory; GPU memory is not counted).
+    peak_rss_mb: Option<f64>,
+    weights: String,
+    threads: usize,
+}
+
+pub fn run_bench(args: BenchArgs) -> Result<()> {
+    if args.batch_size == 0 || args.repeats == 0 {
+        bail!("--batch-size and --repeats must be at least 1");
+    }
+    if args.single {
+        let measurement = measure_here(&args)?;
+        println!("{}", serde_json::to_string(&measurement)?);
+        return Ok(());
+    }
+    let devices = expand_devices(&args.devices)?;
+    let cases: Vec<(Option<Shape>, usize)> = match (&args.model, &args.text) {
+        (Some(_), None) => args.lengths.iter().map(|&len| (None, len)).collect(),
+        (Some(_), Some(_)) => args.lengths.iter().map(|&len| (None, len)).collect(),
+        (None, _) => args
+            .shapes
+            .iter()
+            .flat_map(|&s| args.lengths.iter().map(move |&len| (Some(s), len)))
+            .collect(),
+    };
+    let weights = if args.model.is_some() {
+        "real weights (--model)"
+    } else {
+        "random weights (BERT initialisation): speed does not depend on them"
+    };
+    let input = match &args.text {
+        Some(dir) => format!(
+            "real text: the top-100 of the first {} queries of {}, length-sorted batches",
+            args.text_queries,
+            dir.display()
+        ),
+        None => "synthetic pairs of exactly the given length".into(),
+    };
+    eprintln!(
+        "tinyrank bench: batch {}, median of {} timed batches after {} warm-up; {weights}; {input}",
+        args.batch_size, args.repeats, args.warmup
+    );
+
+    let exe = std::env::current_exe().context("finding the tinyrank executable")?;
+    let mut results = Vec::new();
+    let mut json_out = Vec::new();
+    for &(shape, len) in &cases {
+        for &device in &devices {
+            let mut child = Command::new(&exe);
+            child.arg("bench").arg("--single");
+            child.args(["--lengths", &len.to_string()]);
+            child.args(["--devices", &device.to_string()]);
+            child.args(["--batch-size", &args.batch_size.to_string()]);
+            child.args(["--repeats", &args.repeats.to_string()]);
+            child.args(["--warmup", &args.warmup.to_string()]);
+            child.args(["--text-queries", &args.text_queries.to_string()]);
+            if let Some(shape) = shape {
+                child.args([
+                    "--shapes",
+                    &format!("{}/{}/{}", shape.layers, shape.hidden, shape.heads),
+                ]);
+            }
+            for (flag, path) in [
+                ("--model", &args.model),
+                ("--text", &args.text),
+                ("--assets", &args.assets),
+            ] {
+                if let Some(path) = path {
+                    child.arg(flag).arg(path);
+                }
+            }
+            if let Some(threads) = args.threads {
+                child.env("RAYON_NUM_THREADS", threads.to_string());
+            }
+            let label = shape.map_or("model".to_string(), |s| s.to_string());
+            let output = child
+                .output()
+                .with_context(|| format!("running the {label} @ {len} {device} measurement"))?;
+            if !output.status.success() {
+                bail!(
+                    "the {label} @ {len} {device} measurement failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            let line = String::from_utf8_lossy(&output.stdout);
+            let measurement: Measurement = serde_json::from_str(line.trim())
+                .with_context(|| format!("reading the {label} @ {len} {device} measurement"))?;
+            eprintln!(
+                "  {:>7} @ {:>4}  {:<4} {:>9.1} pairs/s",
+                measurement.model, measurement.len, measurement.device, measurement.median_pairs_per_s
+            );
+            json_out.push(serde_json::to_string(&measurement)?);
+            // Written after every measurement, so a run cut short keeps what it measured.
+            if let Some(path) = &args.json {
+                std::fs::write(path, json_out.join("\n") + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            results.push((shape, measurement));
+        }
+    }
+    print_table(&results);
+    Ok(())
+}
+
+/// `auto` becomes the CPU plus a hardware GPU when one is present.
+fn expand_devices(choices: &[DeviceChoice]) -> Result<Vec<DeviceChoice>> {
+    let mut devices = Vec::new();
+    for &choice in choices {
+        let expanded: Vec<DeviceChoice> = match choice {
+            DeviceChoice::Auto => {
+                let gpu = select_device(DeviceChoice::Auto)?.kind == BackendKind::Gpu;
+                let mut both = vec![DeviceChoice::Cpu];
+                if gpu {
+                    both.push(DeviceChoice::Gpu);
+                }
+                both
+            }
+            other => vec![other],
+        };
+        for device in expanded {
+            if !devices.contains(&device) {
+                devices.push(device);
+            }
+        }
+    }
+    Ok(devices)
+}
+
+fn print_table(results: &[(Option<Shape>, Measurement)]) {
+    println!(
+        "| model | tokens | backend | pairs/s (median) | min-max | GFLOP/s | peak RSS MB | vs 3/384 same tokens+backend |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (shape, m) in results {
+        let reference = results.iter().find(|(s, r)| {
+            s.is_some_and(|s| s.layers == 3 && s.hidden == 384)
+                && r.len == m.len
+                && r.device == m.device
+        });
+        let ratio = match (shape, reference) {
+            (Some(_), Some((_, r))) => format!("{:.2}x", m.median_pairs_per_s / r.median_pairs_per_s),
+            _ => "-".into(),
+        };
+        let (lo, hi) = m
+            .rates
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1}-{:.1} | {} | {} | {ratio} |",
+            m.model,
+            m.len,
+            m.backend,
+            m.median_pairs_per_s,
+            lo,
+            hi,
+            m.gflops_per_s.map_or("-".into(), |g| format!("{g:.0}")),
+            m.peak_rss_mb.map_or("-".into(), |r| format!("{r:.0}")),
+        );
+    }
+    // The paper's headline: the 12/768 teacher vs the 3/384 student, against the FLOP ratio.
+    for (shape, m) in results {
+        if !shape.is_some_and(|s| s.layers == 12 && s.hidden == 768) {
+            continue;
+        }
+        if let Some((Some(small), r)) = results.iter().find(|(s, r)| {
+            s.is_some_and(|s| s.layers == 3 && s.hidden == 384)
+                && r.len == m.len
+                && r.device == m.device
+        }) {
+            let big = shape.expect("checked above");
+            let len: usize = m.len.parse().unwrap_or(0);
+            println!(
+                "3/384 vs 12/768 at {} tokens on {}: {:.1}x faster (FLOP ratio {:.1}x)",
+                m.len,
+                m.backend,
+                r.median_pairs_per_s / m.median_pairs_per_s,
+                big.flops_per_pair(len) / small.flops_per_pair(len)
+            );
+        }
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn measure_here(args: &BenchArgs) -> Result<Measurement> {
+    let [len] = args.lengths[..] else {
+        bail!("--single measures one length");
+    };
+    let [device_choice] = args.devices[..] else {
+        bail!("--single measures one device");
+    };
+    let selected = select_device(device_choice)?;
+    let device = &selected.device;
+    let (model, shape, tokenizer_dir, weights) = match &args.model {
+        Some(dir) => {
+            let checkpoint = Checkpoint::load(dir, device)?;
+            let c = &checkpoint.config;
+            let shape = Shape {
+                layers: c.num_hidden_layers,
+                hidden: c.hidden_size,
+                heads: c.num_attention_heads,
+                ffn: c.intermediate_size,
+            };
+            (checkpoint.model, shape, dir.clone(), "real")
+        }
+        None => {
+            let shape = *args.shapes.first().context("no shape to measure")?;
+            let model = tinyrank_core::weights::random_model(&shape.config(), device);
+            let teacher = assets_root(args.assets.clone()).join("models/teacher-minilm-l6");
+            (model, shape, teacher, "random")
+        }
+    };
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    let (rates, pairs, len_label, flops) = match &args.text {
+        None => {
+            let encoded = synthetic_pairs(args.batch_size, len);
+            let batch = Batch::from_encoded(&encoded, 0, device);
+            let score = || -> Result<()> {
+                let scores = model.forward(&batch, Trace::default()).ranking_scores();
+                // Reading the scores waits for the device to finish the batch.
+                scores.into_data();
+                Ok(())
+            };
+            for _ in 0..args.warmup {
+                score()?;
+            }
+            let mut rates = Vec::with_capacity(args.repeats);
+            for _ in 0..args.repeats {
+                let started = Instant::now();
+                score()?;
+                rates.push(args.batch_size as f64 / started.elapsed().as_secs_f64());
+            }
+            (rates, args.batch_size, len.to_string(), shape.flops_per_pair(len))
+        }
+        Some(dir) => {
+            let files = CheckpointFiles::read(&tokenizer_dir)?;
+            let mut reranker = Reranker::new(model, files.tokenizer()?, device.clone());
+            reranker.set_max_len(len)?;
+            reranker.set_batch_size(args.batch_size)?;
+            let encoded = real_pairs(&reranker, dir, args.text_queries)?;
+            let mean_len =
+                encoded.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / encoded.len() as f64;
+            // One warm-up pass over the first batches compiles the kernels of most lengths.
+            let warm: Vec<Encoded> = encoded
+                .iter()
+                .take(args.batch_size * args.warmup)
+                .cloned()
+                .collect();
+            reranker.score_encoded(&warm, |_| {})?;
+            let mut rates = Vec::with_capacity(args.repeats);
+            for _ in 0..args.repeats {
+                let started = Instant::now();
+                reranker.score_encoded(&encoded, |_| {})?;
+                rates.push(encoded.len() as f64 / started.elapsed().as_secs_f64());
+            }
+            // FLOPs at the mean length: attention's quadratic term makes this a slight
+            // underestimate for a spread of lengths.
+            let flops = shape.flops_per_pair(mean_len.round() as usize);
+            let label = format!("text<={len} (mean {mean_len:.0})");
+            (rates, encoded.len(), label, flops)
+        }
+    };
+    let median_rate = median(&rates);
+    Ok(Measurement {
+        model: shape.to_string(),
+        len: len_label,
+        device: device_choice.to_string(),
+        backend: selected.description,
+        batch_size: args.batch_size,
+        pairs,
+        median_pairs_per_s: median_rate,
+        gflops_per_s: Some(flops * median_rate / 1e9),
+        rates,
+        peak_rss_mb: peak_rss_mb(),
+        weights: weights.into(),
+        threads,
+    })
+}
+
+/// `batch` pairs of exactly `len` tokens: [CLS] query [SEP] passage [SEP] with ids spread over
+/// the vocabulary (fixed, so every run sees the same input).
+fn synthetic_pairs(batch: usize, len: usize) -> Vec<Encoded> {
+    let query_len = (len / 8).max(1);
+    (0..batch)
+        .map(|row| {
+            let ids = (0..len)
+                .map(|j| (1000 + (row * 7919 + j * 104_729) % (VOCAB - 1000)) as u32)
+                .collect();
+            let type_ids = (0..len).map(|j| u32::from(j > query_len)).collect();
+            Encoded { ids, type_ids }
+        })
+        .collect()
+}
+
+/// The first `queries` queries' candidates of a dataset directory, tokenised.
+fn real_pairs(reranker: &Reranker, dir: &std::path::Path, queries: usize) -> Result<Vec<Encoded>> {
+    let query_table = TextTable::read(&dir.join("queries.tsv"), "query")?;
+    let collection = TextTable::read(&dir.join("collection.tsv"), "passage")?;
+    let run_path = dir.join("bm25.run");
+    let run = Run::read(&run_path)?;
+    let todo = candidates(
+        &query_table,
+        &collection,
+        &run,
+        &run_path,
+        100,
+        EmptyText::Refused,
+    )?;
+    let mut encoded = Vec::new();
+    for candidate in todo.iter().take(queries) {
+        encoded.extend(reranker.encode(candidate.query, &candidate.passages)?);
+    }
+    if encoded.is_empty() {
+        bail!("{}: no candidates to score", dir.display());
+    }
+    Ok(encoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_parse_with_default_heads() {
+        let s: Shape = "12/768".parse().unwrap();
+        assert_eq!((s.layers, s.hidden, s.heads), (12, 768, 12));
+        assert_eq!("2/128".parse::<Shape>().unwrap().heads, 2);
+        assert_eq!("3/384/6".parse::<Shape>().unwrap().heads, 6);
+        assert!("3/384/5".parse::<Shape>().is_err());
+        assert!("3".parse::<Shape>().is_err());
+    }
+
+    #[test]
+    fn base_is_about_fifteen_times_the_flops_of_3_384() {
+        let base: Shape = "12/768".parse().unwrap();
+        let small: Shape = "3/384".parse().unwrap();
+        let ratio = base.flops_per_pair(256) / small.flops_per_pair(256);
+        assert!((13.0..17.0).contains(&ratio), "{ratio}");
+    }
+}
