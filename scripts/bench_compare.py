@@ -105,8 +105,9 @@ def tinyrank_rates(binary, shape, length, batch, device, threads, repeats):
         if device == "cpu":
             cmd += ["--threads", str(threads)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        m = json.loads(out.read_text().splitlines()[0])
-        return [batch / r for r in m["rates"]], m["backend"]
+        # On the CPU: the fused path and the burn model op by op (the before and after).
+        measured = [json.loads(line) for line in out.read_text().splitlines()]
+        return {f"tinyrank, {m['backend']}": [batch / r for r in m["rates"]] for m in measured}
 
 
 def main():
@@ -144,7 +145,6 @@ def main():
             ids, mask, types = synthetic_batch(args.batch, length)
             model = bert(layers, hidden)
             engines = {}
-            backend = "tinyrank"
             with tempfile.TemporaryDirectory() as tmp:
                 if device == "cpu":
                     import onnxruntime as ort
@@ -187,21 +187,22 @@ def main():
                     engines["pytorch fp32"] = run_on(gpu_model)
                     engines["pytorch fp16"] = run_on(half_model)
                 wanted = set(filter(None, args.engines.split(",")))
-                times = {name: [] for name in ["tinyrank", *engines] if not wanted or name in wanted}
+                order = [name for name in ["tinyrank", *engines] if not wanted or name in wanted]
+                times = {}
                 for _ in range(args.rounds):
-                    for name in times:
+                    for name in order:
                         if name == "tinyrank":
-                            rates, backend = tinyrank_rates(args.tinyrank, shape, length, args.batch, device,
-                                                            args.threads, args.repeats)
-                            times[name] += rates
+                            for backend, ts in tinyrank_rates(args.tinyrank, shape, length, args.batch, device,
+                                                              args.threads, args.repeats).items():
+                                times.setdefault(backend, []).extend(ts)
                         else:
-                            times[name] += time_batches(engines[name], args.repeats, 1)
+                            times.setdefault(name, []).extend(time_batches(engines[name], args.repeats, 1))
             reference = statistics.median(times["onnxruntime fp32"]) if "onnxruntime fp32" in times else None
             for name, ts in times.items():
                 rate = args.batch / statistics.median(ts)
                 gflops = rate * flops_per_pair(layers, hidden, length) / 1e9
                 rows.append({
-                    "shape": shape, "len": length, "engine": name if name != "tinyrank" else f"tinyrank ({backend})",
+                    "shape": shape, "len": length, "engine": name,
                     "pairs_per_s": rate, "vs_ort_fp32": rate * reference / args.batch if reference else None,
                     "gflops": gflops, "of_peak": gflops / peak, "batches": len(ts),
                 })

@@ -12,9 +12,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tinyrank_core::checkpoint::CheckpointFiles;
+use tinyrank_core::fast::FastCrossEncoder;
 use tinyrank_core::model::Trace;
 use tinyrank_core::{
-    BackendKind, BertConfig, Batch, Checkpoint, DeviceChoice, Encoded, Reranker, select_device,
+    BackendKind, Batch, BertConfig, Checkpoint, DeviceChoice, Encoded, Reranker, select_device,
 };
 use tinyrank_distill::data::{Run, TextTable};
 use tinyrank_distill::rerank::{EmptyText, candidates};
@@ -28,7 +29,11 @@ const VOCAB: usize = 30522;
 pub struct BenchArgs {
     /// Shapes as layers/hidden[/heads]: heads default to 12, or hidden/64 below 384 hidden;
     /// the feed-forward width is 4 x hidden.
-    #[arg(long, value_delimiter = ',', default_value = "12/768,6/768,6/384,3/384,2/128")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "12/768,6/768,6/384,3/384,2/128"
+    )]
     shapes: Vec<Shape>,
     /// Pair lengths in tokens (every pair of a synthetic batch is exactly this long).
     #[arg(long, value_delimiter = ',', default_value = "128,256")]
@@ -44,7 +49,11 @@ pub struct BenchArgs {
     /// Untimed batches first (kernel compilation and autotuning on wgpu, caches on the CPU).
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// CPU threads (burn flex's rayon pool) [default: every core].
+    /// On the CPU, which scoring paths: fast (tinyrank's fused, unpadded path, what `rerank`
+    /// uses) and burn (the burn model op by op on flex, the reference).
+    #[arg(long, value_delimiter = ',', default_value = "fast,burn")]
+    cpu_paths: Vec<CpuPath>,
+    /// CPU threads (the rayon pool of both CPU paths) [default: every core].
     #[arg(long)]
     threads: Option<usize>,
     /// Real text instead of synthetic batches: a dataset directory (queries.tsv, collection.tsv,
@@ -68,6 +77,12 @@ pub struct BenchArgs {
     /// Internal: measure one case in this process and print it as JSON.
     #[arg(long, hide = true)]
     single: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CpuPath {
+    Fast,
+    Burn,
 }
 
 /// A BERT cross-encoder shape: `layers/hidden[/heads]`.
@@ -116,7 +131,7 @@ impl std::fmt::Display for Shape {
 
 /// 12 heads as in BERT-Base and MiniLM, fewer for the smallest widths (2/128 has 2).
 fn default_heads(hidden: usize) -> usize {
-    if hidden >= 384 && hidden % 12 == 0 {
+    if hidden >= 384 && hidden.is_multiple_of(12) {
         12
     } else {
         (hidden / 64).max(1)
@@ -196,12 +211,29 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding the tinyrank executable")?;
     let mut results = Vec::new();
     let mut json_out = Vec::new();
+    let runs: Vec<(DeviceChoice, Option<CpuPath>)> = devices
+        .iter()
+        .flat_map(|&device| match device {
+            DeviceChoice::Cpu => args.cpu_paths.iter().map(|&p| (device, Some(p))).collect(),
+            _ => vec![(device, None)],
+        })
+        .collect();
     for &(shape, len) in &cases {
-        for &device in &devices {
+        for &(device, cpu_path) in &runs {
             let mut child = Command::new(&exe);
             child.arg("bench").arg("--single");
             child.args(["--lengths", &len.to_string()]);
             child.args(["--devices", &device.to_string()]);
+            if let Some(path) = cpu_path {
+                child.args([
+                    "--cpu-paths",
+                    if path == CpuPath::Fast {
+                        "fast"
+                    } else {
+                        "burn"
+                    },
+                ]);
+            }
             child.args(["--batch-size", &args.batch_size.to_string()]);
             child.args(["--repeats", &args.repeats.to_string()]);
             child.args(["--warmup", &args.warmup.to_string()]);
@@ -239,7 +271,10 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
                 .with_context(|| format!("reading the {label} @ {len} {device} measurement"))?;
             eprintln!(
                 "  {:>7} @ {:>4}  {:<4} {:>9.1} pairs/s",
-                measurement.model, measurement.len, measurement.device, measurement.median_pairs_per_s
+                measurement.model,
+                measurement.len,
+                measurement.device,
+                measurement.median_pairs_per_s
             );
             json_out.push(serde_json::to_string(&measurement)?);
             // Written after every measurement, so a run cut short keeps what it measured.
@@ -290,13 +325,17 @@ fn print_table(results: &[(Option<Shape>, Measurement)]) {
                 && r.device == m.device
         });
         let ratio = match (shape, reference) {
-            (Some(_), Some((_, r))) => format!("{:.2}x", m.median_pairs_per_s / r.median_pairs_per_s),
+            (Some(_), Some((_, r))) => {
+                format!("{:.2}x", m.median_pairs_per_s / r.median_pairs_per_s)
+            }
             _ => "-".into(),
         };
         let (lo, hi) = m
             .rates
             .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| {
+                (lo.min(r), hi.max(r))
+            });
         println!(
             "| {} | {} | {} | {:.1} | {:.1}-{:.1} | {} | {} | {ratio} |",
             m.model,
@@ -360,6 +399,12 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
     };
     let selected = select_device(device_choice)?;
     let device = &selected.device;
+    let fast = selected.kind == BackendKind::Cpu && args.cpu_paths.first() == Some(&CpuPath::Fast);
+    let (device_label, backend) = match (selected.kind, fast) {
+        (BackendKind::Cpu, true) => ("cpu".to_string(), "cpu (tinyrank fused path)".to_string()),
+        (BackendKind::Cpu, false) => ("cpu-burn".to_string(), selected.description.clone()),
+        _ => (device_choice.to_string(), selected.description.clone()),
+    };
     let (model, shape, tokenizer_dir, weights) = match &args.model {
         Some(dir) => {
             let checkpoint = Checkpoint::load(dir, device)?;
@@ -388,10 +433,19 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
         None => {
             let encoded = synthetic_pairs(args.batch_size, len);
             let batch = Batch::from_encoded(&encoded, 0, device);
+            let fused = fast.then(|| FastCrossEncoder::from_model(&model));
+            let rows: Vec<&Encoded> = encoded.iter().collect();
             let score = || -> Result<()> {
-                let scores = model.forward(&batch, Trace::default()).ranking_scores();
-                // Reading the scores waits for the device to finish the batch.
-                scores.into_data();
+                match &fused {
+                    Some(fused) => {
+                        fused.score(&rows);
+                    }
+                    None => {
+                        let scores = model.forward(&batch, Trace::default()).ranking_scores();
+                        // Reading the scores waits for the device to finish the batch.
+                        scores.into_data();
+                    }
+                }
                 Ok(())
             };
             for _ in 0..args.warmup {
@@ -403,11 +457,19 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
                 score()?;
                 rates.push(args.batch_size as f64 / started.elapsed().as_secs_f64());
             }
-            (rates, args.batch_size, len.to_string(), shape.flops_per_pair(len))
+            (
+                rates,
+                args.batch_size,
+                len.to_string(),
+                shape.flops_per_pair(len),
+            )
         }
         Some(dir) => {
             let files = CheckpointFiles::read(&tokenizer_dir)?;
             let mut reranker = Reranker::new(model, files.tokenizer()?, device.clone());
+            if !fast {
+                reranker = reranker.without_fast_path();
+            }
             reranker.set_max_len(len)?;
             reranker.set_batch_size(args.batch_size)?;
             let encoded = real_pairs(&reranker, dir, args.text_queries)?;
@@ -437,8 +499,8 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
     Ok(Measurement {
         model: shape.to_string(),
         len: len_label,
-        device: device_choice.to_string(),
-        backend: selected.description,
+        device: device_label,
+        backend,
         batch_size: args.batch_size,
         pairs,
         median_pairs_per_s: median_rate,

@@ -278,3 +278,76 @@ fn scores_do_not_depend_on_batch_composition() {
     // And the first pair is the golden teacher logit.
     assert!((alone[0] - golden.teacher.logits[0][0]).abs() <= 1e-4);
 }
+
+/// The first `queries` DL19 queries' BM25 top-100 passages: 100 real pairs per query.
+fn dl19_candidates(queries: usize) -> Vec<(String, Vec<String>)> {
+    use tinyrank_distill::data::Run;
+    use tinyrank_distill::rerank::{EmptyText, candidates};
+    let dir = dl19();
+    let query_table = TextTable::read(&dir.join("queries.tsv"), "query").unwrap();
+    let collection = TextTable::read(&dir.join("collection.tsv"), "passage").unwrap();
+    let run_path = dir.join("bm25.run");
+    let run = Run::read(&run_path).unwrap();
+    let todo = candidates(
+        &query_table,
+        &collection,
+        &run,
+        &run_path,
+        100,
+        EmptyText::Refused,
+    )
+    .unwrap();
+    todo.iter()
+        .take(queries)
+        .map(|c| {
+            let passages = c.passages.iter().map(|p| p.to_string()).collect();
+            (c.query.to_string(), passages)
+        })
+        .collect()
+}
+
+/// Scores of the fused CPU path and of the burn model for the same pairs.
+fn both_paths(checkpoint: Checkpoint, max_len: usize, pairs: &[(String, Vec<String>)]) -> f32 {
+    let device = Device::flex();
+    let mut fast = Reranker::from_checkpoint(checkpoint, &device);
+    assert!(fast.uses_fast_path(), "the CPU device takes the fused path");
+    fast.set_max_len(max_len).unwrap();
+    let tokenizer = fast.tokenizer.clone();
+    let mut reference = Reranker::new(fast.model().clone(), tokenizer, device).without_fast_path();
+    reference.set_max_len(max_len).unwrap();
+    let mut worst = 0.0f32;
+    for (query, passages) in pairs {
+        let passages: Vec<&str> = passages.iter().map(String::as_str).collect();
+        let got = fast.score(query, &passages).unwrap();
+        let want = reference.score(query, &passages).unwrap();
+        worst = worst.max(max_abs_diff(&got, &want));
+    }
+    worst
+}
+
+#[test]
+fn fast_cpu_path_matches_the_burn_model_on_real_pairs() {
+    let device = Device::flex();
+    let pairs = dl19_candidates(2);
+    for max_len in [128, 256] {
+        let teacher = Checkpoint::load(&teacher_dir(), &device).unwrap();
+        let diff = both_paths(teacher, max_len, &pairs);
+        eprintln!("teacher, {max_len} tokens, 200 DL19 pairs: max |fast - burn| = {diff:e}");
+        assert!(diff <= 1e-4, "teacher at {max_len}: {diff}");
+    }
+    // A 2-logit checkpoint (f16 weights, vocab.txt) and a fresh model with tanh-GELU and an
+    // unusual shape (4 heads, FFN 3x) take the other branches.
+    let tiny = Checkpoint::load(&golden_dir().join("tiny-2logit"), &device).unwrap();
+    let diff = both_paths(tiny, 128, &pairs[..1]);
+    assert!(diff <= 1e-4, "2-logit checkpoint: {diff}");
+    let teacher = Checkpoint::load(&teacher_dir(), &device).unwrap();
+    let mut config = teacher.config.clone();
+    config.num_hidden_layers = 2;
+    config.num_attention_heads = 4;
+    config.intermediate_size = 3 * config.hidden_size;
+    config.hidden_act = tinyrank_core::config::Activation::GeluTanh;
+    config.set_num_labels(2);
+    let fresh = teacher.fresh_with_config(config, &device).unwrap();
+    let diff = both_paths(fresh, 96, &pairs[..1]);
+    assert!(diff <= 1e-4, "fresh tanh-GELU model: {diff}");
+}

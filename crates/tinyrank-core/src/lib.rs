@@ -4,6 +4,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fast;
 pub mod model;
 pub mod passages;
 pub mod reranker;

@@ -198,6 +198,9 @@ pub struct CrossEncoder {
     pub layers: Vec<EncoderLayer>,
     pub pooler: Linear,
     pub classifier: Linear,
+    /// The LayerNorms' epsilon (burn's LayerNorm keeps its own private), for the CPU fast path.
+    #[module(skip)]
+    pub(crate) layer_norm_eps: f64,
 }
 
 impl CrossEncoder {
@@ -249,6 +252,7 @@ impl CrossEncoder {
             layers,
             pooler: linear(source, "pooler.dense", h, h)?,
             classifier: linear(source, "classifier", h, config.num_labels())?,
+            layer_norm_eps: eps,
         })
     }
 
@@ -266,6 +270,13 @@ impl CrossEncoder {
 
     pub fn num_labels(&self) -> usize {
         self.classifier.weight.dims()[1]
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn activation(&self) -> Activation {
+        self.layers
+            .first()
+            .map_or(Activation::Gelu, |layer| layer.activation)
     }
 
     pub fn max_positions(&self) -> usize {

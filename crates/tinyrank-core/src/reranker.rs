@@ -11,22 +11,52 @@ pub const DEFAULT_BATCH_SIZE: usize = 32;
 
 /// A cross-encoder ready to score. Pairs are sorted by length before batching so that a batch
 /// holds pairs of similar length and padding stays small; scores come back in input order.
+///
+/// On burn's CPU device (native builds) scoring goes through [`FastCrossEncoder`], a fused,
+/// unpadded copy of the model's forward pass; everywhere else through the burn model.
 #[derive(Debug)]
 pub struct Reranker {
-    pub model: CrossEncoder,
+    model: CrossEncoder,
     pub tokenizer: PairTokenizer,
     pub device: Device,
     batch_size: usize,
+    #[cfg(not(target_arch = "wasm32"))]
+    fast: Option<crate::fast::FastCrossEncoder>,
 }
 
 impl Reranker {
     pub fn new(model: CrossEncoder, tokenizer: PairTokenizer, device: Device) -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        let fast =
+            (device == Device::flex()).then(|| crate::fast::FastCrossEncoder::from_model(&model));
         Self {
             model,
             tokenizer,
             device,
             batch_size: DEFAULT_BATCH_SIZE,
+            #[cfg(not(target_arch = "wasm32"))]
+            fast,
         }
+    }
+
+    /// The burn model (read-only: the CPU fast path holds a copy of its weights).
+    pub fn model(&self) -> &CrossEncoder {
+        &self.model
+    }
+
+    /// Scores through the burn model even on the CPU (to compare with the fast path).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn without_fast_path(mut self) -> Self {
+        self.fast = None;
+        self
+    }
+
+    /// Whether scoring takes the fused CPU path.
+    pub fn uses_fast_path(&self) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.fast.is_some();
+        #[cfg(target_arch = "wasm32")]
+        return false;
     }
 
     /// Builds a reranker from checkpoint files already in memory (the browser's path).
@@ -116,6 +146,15 @@ impl Reranker {
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].ids.len()));
         let mut scores = vec![0.0f32; encoded.len()];
         for chunk in order.chunks(self.batch_size) {
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Some(fast) = &self.fast {
+                let rows: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+                for (&i, value) in chunk.iter().zip(fast.score(&rows)) {
+                    scores[i] = value;
+                }
+                progress(chunk.len());
+                continue;
+            }
             let rows = chunk.iter().map(|&i| &encoded[i]);
             let batch = Batch::from_encoded(rows, self.tokenizer.pad_id(), &self.device);
             let batch_scores = self

@@ -106,7 +106,7 @@ impl Reranker {
     /// The longest input the model's position embeddings allow.
     #[wasm_bindgen(getter, js_name = maxPositions)]
     pub fn max_positions(&self) -> usize {
-        self.model.model.max_positions()
+        self.model.model().max_positions()
     }
 
     /// Scores (higher is more relevant) of `passages` for `query`, in input order, as a
@@ -133,7 +133,7 @@ impl Reranker {
         passages: &[String],
         max_length: usize,
     ) -> Result<Vec<tinyrank_core::Encoded>, tinyrank_core::Error> {
-        let positions = self.model.model.max_positions();
+        let positions = self.model.model().max_positions();
         if max_length > positions {
             return Err(tinyrank_core::Error::Input(format!(
                 "maxLength {max_length} exceeds the model's {positions} position embeddings"
