@@ -283,6 +283,17 @@ impl CrossEncoder {
         self.embeddings.position.weight.dims()[0]
     }
 
+    /// Refuses a pair length (special tokens included) beyond the position embeddings.
+    pub fn check_max_len(&self, max_len: usize) -> Result<(), Error> {
+        let positions = self.max_positions();
+        if max_len > positions {
+            return Err(Error::Input(format!(
+                "max length {max_len} exceeds the model's {positions} position embeddings"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn forward(&self, batch: &Batch, trace: Trace) -> Output {
         let [n, len] = batch.dims();
         // Padding becomes a large negative score on its key column: [n, 1, 1, len].

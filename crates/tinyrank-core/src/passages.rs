@@ -161,9 +161,7 @@ impl<'t> DocumentEncoder<'t> {
 
     /// The passage pairs of `documents` for `query`. A document without words has none.
     pub fn encode(&mut self, query: &str, documents: &[&str]) -> Result<DocumentPairs, Error> {
-        if query.trim().is_empty() {
-            return Err(Error::Input("the query is empty".into()));
-        }
+        crate::reranker::check_query(query)?;
         let query_ids = self.tokenizer.tokenize(&[query])?.remove(0).ids;
         let split: Vec<(Option<&str>, &str)> =
             documents.iter().map(|d| self.title.split(d)).collect();

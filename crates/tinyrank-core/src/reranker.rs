@@ -9,6 +9,14 @@ use crate::tokenizer::{Encoded, PairTokenizer};
 
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
+/// Every scoring entry point (native, documents, the browser) refuses an empty query.
+pub fn check_query(query: &str) -> Result<(), Error> {
+    if query.trim().is_empty() {
+        return Err(Error::Input("the query is empty".into()));
+    }
+    Ok(())
+}
+
 /// A cross-encoder ready to score. Pairs are sorted by length before batching so that a batch
 /// holds pairs of similar length and padding stays small; scores come back in input order.
 ///
@@ -98,20 +106,13 @@ impl Reranker {
 
     /// Sets the maximum pair length (special tokens included).
     pub fn set_max_len(&mut self, max_len: usize) -> Result<(), Error> {
-        let positions = self.model.max_positions();
-        if max_len > positions {
-            return Err(Error::Input(format!(
-                "max length {max_len} exceeds the model's {positions} position embeddings"
-            )));
-        }
+        self.model.check_max_len(max_len)?;
         self.tokenizer.set_max_len(max_len)
     }
 
     /// Tokenises `passages` against `query`; rejects an empty query.
     pub fn encode(&self, query: &str, passages: &[&str]) -> Result<Vec<Encoded>, Error> {
-        if query.trim().is_empty() {
-            return Err(Error::Input("the query is empty".into()));
-        }
+        check_query(query)?;
         self.tokenizer.encode_pairs(query, passages)
     }
 

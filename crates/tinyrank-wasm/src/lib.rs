@@ -133,18 +133,11 @@ impl Reranker {
         passages: &[String],
         max_length: usize,
     ) -> Result<Vec<tinyrank_core::Encoded>, tinyrank_core::Error> {
-        let positions = self.model.model().max_positions();
-        if max_length > positions {
-            return Err(tinyrank_core::Error::Input(format!(
-                "maxLength {max_length} exceeds the model's {positions} position embeddings"
-            )));
-        }
+        self.model.model().check_max_len(max_length)?;
+        tinyrank_core::reranker::check_query(query)?;
         let mut tokenizer = self.tokenizer.borrow_mut();
         if tokenizer.max_len() != max_length {
             tokenizer.set_max_len(max_length)?;
-        }
-        if query.trim().is_empty() {
-            return Err(tinyrank_core::Error::Input("the query is empty".into()));
         }
         let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
         tokenizer.encode_pairs(query, &refs)
