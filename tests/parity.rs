@@ -281,22 +281,8 @@ fn scores_do_not_depend_on_batch_composition() {
 
 /// The first `queries` DL19 queries' BM25 top-100 passages: 100 real pairs per query.
 fn dl19_candidates(queries: usize) -> Vec<(String, Vec<String>)> {
-    use tinyrank_distill::data::Run;
-    use tinyrank_distill::rerank::{EmptyText, candidates};
-    let dir = dl19();
-    let query_table = TextTable::read(&dir.join("queries.tsv"), "query").unwrap();
-    let collection = TextTable::read(&dir.join("collection.tsv"), "passage").unwrap();
-    let run_path = dir.join("bm25.run");
-    let run = Run::read(&run_path).unwrap();
-    let todo = candidates(
-        &query_table,
-        &collection,
-        &run,
-        &run_path,
-        100,
-        EmptyText::Refused,
-    )
-    .unwrap();
+    let set = tinyrank_distill::rerank::EvalSet::read(&dl19(), 100).unwrap();
+    let todo = set.candidates().unwrap();
     todo.iter()
         .take(queries)
         .map(|c| {

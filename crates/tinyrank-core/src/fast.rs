@@ -149,35 +149,76 @@ macro_rules! simd_dispatch {
 /// Lanes of the partial sums, so that a sum vectorises (floats do not reassociate otherwise).
 const LANES: usize = 16;
 
-/// `out[rows, d_out] = input[rows, d_in] x weight` (bias not added), on every core.
-fn project(input: &[f32], rows: usize, dense: &Dense, out: &mut [f32]) {
-    debug_assert_eq!(input.len(), rows * dense.d_in);
-    debug_assert_eq!(out.len(), rows * dense.d_out);
-    let (k, n) = (dense.d_in, dense.d_out);
-    // SAFETY: the slices hold exactly the row-major matrices described by these strides.
+/// A row-major f32 matrix inside a larger buffer: its first element and its row stride (columns
+/// are contiguous). Attention reads each head's Q, K and V this way out of the packed QKV rows.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: *const f32,
+    row_stride: usize,
+}
+
+/// `dst[m, n] = lhs[m, k] x rhs[k, n]`; `rhs_transposed` reads `rhs` as the transpose of an
+/// `[n, k]` view (K for Q K^T).
+///
+/// # Safety
+/// Every view must address an in-bounds matrix of its shape, and `dst` must not overlap them.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_row_stride: usize,
+    lhs: View,
+    rhs: View,
+    rhs_transposed: bool,
+    parallelism: Parallelism,
+) {
+    let (rhs_cs, rhs_rs) = if rhs_transposed {
+        (rhs.row_stride as isize, 1)
+    } else {
+        (1, rhs.row_stride as isize)
+    };
+    // SAFETY: the caller's contract; gemm computes dst = 0 * dst + 1 * lhs * rhs.
     unsafe {
         gemm(
-            rows,
+            m,
             n,
             k,
-            out.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_row_stride as isize,
             false,
-            input.as_ptr(),
+            lhs.ptr,
             1,
-            k as isize,
-            dense.weight.as_ptr(),
-            1,
-            n as isize,
+            lhs.row_stride as isize,
+            rhs.ptr,
+            rhs_cs,
+            rhs_rs,
             0.0,
             1.0,
             false,
             false,
             false,
-            Parallelism::Rayon(rayon::current_num_threads()),
+            parallelism,
         );
     }
+}
+
+/// `out[rows, d_out] = input[rows, d_in] x weight` (bias not added), on every core.
+fn project(input: &[f32], rows: usize, dense: &Dense, out: &mut [f32]) {
+    debug_assert_eq!(input.len(), rows * dense.d_in);
+    debug_assert_eq!(out.len(), rows * dense.d_out);
+    let (k, n) = (dense.d_in, dense.d_out);
+    let lhs = View {
+        ptr: input.as_ptr(),
+        row_stride: k,
+    };
+    let rhs = View {
+        ptr: dense.weight.as_ptr(),
+        row_stride: n,
+    };
+    let threads = Parallelism::Rayon(rayon::current_num_threads());
+    // SAFETY: the slices hold exactly these row-major matrices.
+    unsafe { matmul([rows, n, k], out.as_mut_ptr(), n, lhs, rhs, false, threads) };
 }
 
 /// Rows per rayon task for the element-wise passes: enough work to outweigh scheduling.
@@ -493,53 +534,28 @@ impl FastCrossEncoder {
                 // SAFETY: every task reads Q, K, V of its own pair and head and writes only its
                 // pair's rows and head's columns of `context`; the buffers outlive the loop.
                 unsafe {
-                    let q = qkv.get().add(start * stride + head * head_dim) as *const f32;
-                    let k = qkv.get().add(start * stride + h + head * head_dim) as *const f32;
-                    let v = qkv.get().add(start * stride + 2 * h + head * head_dim) as *const f32;
-                    gemm(
-                        len,
-                        len,
-                        head_dim,
+                    let head_view = |offset: usize| View {
+                        ptr: qkv.get().add(start * stride + offset + head * head_dim),
+                        row_stride: stride,
+                    };
+                    let (q, k, v) = (head_view(0), head_view(h), head_view(2 * h));
+                    let none = Parallelism::None;
+                    matmul(
+                        [len, len, head_dim],
                         scores.as_mut_ptr(),
-                        1,
-                        len as isize,
-                        false,
+                        len,
                         q,
-                        1,
-                        stride as isize,
                         k,
-                        stride as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
+                        true,
+                        none,
                     );
                     softmax_rows(scores, len, inv_sums);
                     let out = context.get().add(start * h + head * head_dim);
-                    gemm(
-                        len,
-                        head_dim,
-                        len,
-                        out,
-                        1,
-                        h as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        len as isize,
-                        v,
-                        1,
-                        stride as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
+                    let probs = View {
+                        ptr: scores.as_ptr(),
+                        row_stride: len,
+                    };
+                    matmul([len, head_dim, len], out, h, probs, v, false, none);
                     for (row, &inv) in inv_sums.iter().enumerate() {
                         let row = std::slice::from_raw_parts_mut(out.add(row * h), head_dim);
                         for x in row {

@@ -243,7 +243,8 @@ impl EvalSet {
         Ok(set)
     }
 
-    fn candidates(&self) -> Result<Vec<Candidates<'_>>, DataError> {
+    /// Each query's top-k candidates with their texts.
+    pub fn candidates(&self) -> Result<Vec<Candidates<'_>>, DataError> {
         candidates(
             &self.queries,
             &self.collection,
