@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tinyrank_core::checkpoint::CheckpointFiles;
 use tinyrank_core::fast::FastCrossEncoder;
 use tinyrank_core::model::Trace;
@@ -18,7 +18,7 @@ use tinyrank_core::{
     BackendKind, Batch, BertConfig, Checkpoint, DeviceChoice, Encoded, Reranker, select_device,
 };
 use tinyrank_distill::data::{Run, TextTable};
-use tinyrank_distill::rerank::{EmptyText, candidates};
+use tinyrank_distill::rerank::{DatasetPaths, EmptyText, candidates};
 
 use crate::distill::assets_root;
 
@@ -164,7 +164,7 @@ struct Measurement {
     /// Pairs/s of each timed repeat.
     rates: Vec<f64>,
     median_pairs_per_s: f64,
-    gflops_per_s: Option<f64>,
+    gflops_per_s: f64,
     /// The process's peak resident memory (host memory; GPU memory is not counted).
     peak_rss_mb: Option<f64>,
     weights: String,
@@ -181,14 +181,13 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let devices = expand_devices(&args.devices)?;
-    let cases: Vec<(Option<Shape>, usize)> = match (&args.model, &args.text) {
-        (Some(_), None) => args.lengths.iter().map(|&len| (None, len)).collect(),
-        (Some(_), Some(_)) => args.lengths.iter().map(|&len| (None, len)).collect(),
-        (None, _) => args
-            .shapes
+    let cases: Vec<(Option<Shape>, usize)> = if args.model.is_some() {
+        args.lengths.iter().map(|&len| (None, len)).collect()
+    } else {
+        args.shapes
             .iter()
             .flat_map(|&s| args.lengths.iter().map(move |&len| (Some(s), len)))
-            .collect(),
+            .collect()
     };
     let weights = if args.model.is_some() {
         "real weights (--model)"
@@ -224,15 +223,8 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
             child.arg("bench").arg("--single");
             child.args(["--lengths", &len.to_string()]);
             child.args(["--devices", &device.to_string()]);
-            if let Some(path) = cpu_path {
-                child.args([
-                    "--cpu-paths",
-                    if path == CpuPath::Fast {
-                        "fast"
-                    } else {
-                        "burn"
-                    },
-                ]);
+            if let Some(path) = cpu_path.and_then(|p| p.to_possible_value()) {
+                child.args(["--cpu-paths", path.get_name()]);
             }
             child.args(["--batch-size", &args.batch_size.to_string()]);
             child.args(["--repeats", &args.repeats.to_string()]);
@@ -318,13 +310,16 @@ fn print_table(results: &[(Option<Shape>, Measurement)]) {
         "| model | tokens | backend | pairs/s (median) | min-max | GFLOP/s | peak RSS MB | vs 3/384 same tokens+backend |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (shape, m) in results {
-        let reference = results.iter().find(|(s, r)| {
+    // The 3/384 student measured at the same length on the same backend.
+    let student_beside = |m: &Measurement| {
+        results.iter().find(|(s, r)| {
             s.is_some_and(|s| s.layers == 3 && s.hidden == 384)
                 && r.len == m.len
                 && r.device == m.device
-        });
-        let ratio = match (shape, reference) {
+        })
+    };
+    for (shape, m) in results {
+        let ratio = match (shape, student_beside(m)) {
             (Some(_), Some((_, r))) => {
                 format!("{:.2}x", m.median_pairs_per_s / r.median_pairs_per_s)
             }
@@ -337,14 +332,14 @@ fn print_table(results: &[(Option<Shape>, Measurement)]) {
                 (lo.min(r), hi.max(r))
             });
         println!(
-            "| {} | {} | {} | {:.1} | {:.1}-{:.1} | {} | {} | {ratio} |",
+            "| {} | {} | {} | {:.1} | {:.1}-{:.1} | {:.0} | {} | {ratio} |",
             m.model,
             m.len,
             m.backend,
             m.median_pairs_per_s,
             lo,
             hi,
-            m.gflops_per_s.map_or("-".into(), |g| format!("{g:.0}")),
+            m.gflops_per_s,
             m.peak_rss_mb.map_or("-".into(), |r| format!("{r:.0}")),
         );
     }
@@ -353,11 +348,7 @@ fn print_table(results: &[(Option<Shape>, Measurement)]) {
         if !shape.is_some_and(|s| s.layers == 12 && s.hidden == 768) {
             continue;
         }
-        if let Some((Some(small), r)) = results.iter().find(|(s, r)| {
-            s.is_some_and(|s| s.layers == 3 && s.hidden == 384)
-                && r.len == m.len
-                && r.device == m.device
-        }) {
+        if let Some((Some(small), r)) = student_beside(m) {
             let big = shape.expect("checked above");
             let len: usize = m.len.parse().unwrap_or(0);
             println!(
@@ -405,7 +396,8 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
         (BackendKind::Cpu, false) => ("cpu-burn".to_string(), selected.description.clone()),
         _ => (device_choice.to_string(), selected.description.clone()),
     };
-    let (model, shape, tokenizer_dir, weights) = match &args.model {
+    // --model brings its tokenizer; random shapes borrow the shared teacher's for --text.
+    let (model, shape, tokenizer, weights) = match &args.model {
         Some(dir) => {
             let checkpoint = Checkpoint::load(dir, device)?;
             let c = &checkpoint.config;
@@ -415,13 +407,12 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
                 heads: c.num_attention_heads,
                 ffn: c.intermediate_size,
             };
-            (checkpoint.model, shape, dir.clone(), "real")
+            (checkpoint.model, shape, Some(checkpoint.tokenizer), "real")
         }
         None => {
             let shape = *args.shapes.first().context("no shape to measure")?;
             let model = tinyrank_core::weights::random_model(&shape.config(), device);
-            let teacher = assets_root(args.assets.clone()).join("models/teacher-minilm-l6");
-            (model, shape, teacher, "random")
+            (model, shape, None, "random")
         }
     };
     let threads = std::env::var("RAYON_NUM_THREADS")
@@ -465,8 +456,14 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
             )
         }
         Some(dir) => {
-            let files = CheckpointFiles::read(&tokenizer_dir)?;
-            let mut reranker = Reranker::new(model, files.tokenizer()?, device.clone());
+            let tokenizer = match tokenizer {
+                Some(tokenizer) => tokenizer,
+                None => {
+                    let teacher = assets_root(args.assets.clone()).join("models/teacher-minilm-l6");
+                    CheckpointFiles::read(&teacher)?.tokenizer()?
+                }
+            };
+            let mut reranker = Reranker::new(model, tokenizer, device.clone());
             if !fast {
                 reranker = reranker.without_fast_path();
             }
@@ -504,7 +501,7 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
         batch_size: args.batch_size,
         pairs,
         median_pairs_per_s: median_rate,
-        gflops_per_s: Some(flops * median_rate / 1e9),
+        gflops_per_s: flops * median_rate / 1e9,
         rates,
         peak_rss_mb: peak_rss_mb(),
         weights: weights.into(),
@@ -529,15 +526,15 @@ fn synthetic_pairs(batch: usize, len: usize) -> Vec<Encoded> {
 
 /// The first `queries` queries' candidates of a dataset directory, tokenised.
 fn real_pairs(reranker: &Reranker, dir: &std::path::Path, queries: usize) -> Result<Vec<Encoded>> {
-    let query_table = TextTable::read(&dir.join("queries.tsv"), "query")?;
-    let collection = TextTable::read(&dir.join("collection.tsv"), "passage")?;
-    let run_path = dir.join("bm25.run");
-    let run = Run::read(&run_path)?;
+    let paths = DatasetPaths::in_dir(dir);
+    let query_table = TextTable::read(&paths.queries, "query")?;
+    let collection = TextTable::read(&paths.collection, "passage")?;
+    let run = Run::read(&paths.run)?;
     let todo = candidates(
         &query_table,
         &collection,
         &run,
-        &run_path,
+        &paths.run,
         100,
         EmptyText::Refused,
     )?;

@@ -451,10 +451,9 @@ impl FastCrossEncoder {
         }
 
         // Pooler and head on each pair's [CLS] row: small, so plain loops.
-        let scores = pairs
+        let scores = starts
             .iter()
-            .zip(&starts)
-            .map(|(_, &start)| {
+            .map(|&start| {
                 let cls = &hidden[start * h..(start + 1) * h];
                 let pooled: Vec<f32> = dense_row(cls, &self.pooler)
                     .into_iter()
