@@ -1,5 +1,5 @@
 //! Criterion benches of CPU scoring: one batch of 32 synthetic pairs through the fused CPU path
-//! and through the burn model on flex, for the 3/384 student shape and the 2/128 one, with random
+//! (f32 and int8) and through the burn model on flex, for the 3/384 student shape and the 2/128 one, with random
 //! weights (speed does not depend on them). `tinyrank bench` covers every shape and backend,
 //! real text and peak memory; these track the two CPU paths from commit to commit.
 //!
@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tinyrank_core::burn::tensor::Device;
-use tinyrank_core::fast::FastCrossEncoder;
+use tinyrank_core::fast::{FastCrossEncoder, Precision};
 use tinyrank_core::model::Trace;
 use tinyrank_core::{Batch, BertConfig, Encoded};
 
@@ -32,7 +32,8 @@ fn scoring(c: &mut Criterion) {
     for (layers, hidden, heads) in [(3, 384, 12), (2, 128, 2)] {
         let config = BertConfig::new(30522, hidden, layers, heads, 4 * hidden);
         let model = tinyrank_core::weights::random_model(&config, &device);
-        let fast = FastCrossEncoder::from_model(&model);
+        let fast = FastCrossEncoder::from_model(&model, Precision::F32);
+        let int8 = FastCrossEncoder::from_model(&model, Precision::Int8);
         for len in [128, 256] {
             let encoded = pairs(len);
             let rows: Vec<&Encoded> = encoded.iter().collect();
@@ -40,6 +41,9 @@ fn scoring(c: &mut Criterion) {
             let name = format!("{layers}/{hidden} @ {len}");
             group.bench_function(BenchmarkId::new("fused", &name), |b| {
                 b.iter(|| fast.score(&rows))
+            });
+            group.bench_function(BenchmarkId::new("fused int8", &name), |b| {
+                b.iter(|| int8.score(&rows))
             });
             group.bench_function(BenchmarkId::new("burn flex", &name), |b| {
                 b.iter(|| {

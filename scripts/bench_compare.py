@@ -109,7 +109,7 @@ def tinyrank_rates(binary, shape, length, batch, device, threads, repeats):
         if device == "cpu":
             cmd += ["--threads", str(threads)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # On the CPU: the fused path and the burn model op by op (the before and after).
+        # On the CPU: the fused path in f32 and int8, and the burn model op by op (the before).
         measured = [json.loads(line) for line in out.read_text().splitlines()]
         return {f"tinyrank, {m['backend']}": [batch / r for r in m["rates"]] for m in measured}
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use tinyrank_core::checkpoint::CheckpointFiles;
-use tinyrank_core::fast::FastCrossEncoder;
+use tinyrank_core::fast::{FastCrossEncoder, Precision};
 use tinyrank_core::model::Trace;
 use tinyrank_core::{
     BackendKind, Batch, BertConfig, Checkpoint, DeviceChoice, Encoded, Reranker, select_device,
@@ -50,8 +50,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     warmup: usize,
     /// On the CPU, which scoring paths: fast (tinyrank's fused, unpadded path, what `rerank`
-    /// uses) and burn (the burn model op by op on flex, the reference).
-    #[arg(long, value_delimiter = ',', default_value = "fast,burn")]
+    /// uses), int8 (the same with 8-bit projections, `rerank --int8`) and burn (the burn model
+    /// op by op on flex, the reference).
+    #[arg(long, value_delimiter = ',', default_value = "fast,int8,burn")]
     cpu_paths: Vec<CpuPath>,
     /// CPU threads (the rayon pool of both CPU paths) [default: every core].
     #[arg(long)]
@@ -82,6 +83,7 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CpuPath {
     Fast,
+    Int8,
     Burn,
 }
 
@@ -390,11 +392,22 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
     };
     let selected = select_device(device_choice)?;
     let device = &selected.device;
-    let fast = selected.kind == BackendKind::Cpu && args.cpu_paths.first() == Some(&CpuPath::Fast);
-    let (device_label, backend) = match (selected.kind, fast) {
-        (BackendKind::Cpu, true) => ("cpu".to_string(), "cpu (tinyrank fused path)".to_string()),
-        (BackendKind::Cpu, false) => ("cpu-burn".to_string(), selected.description.clone()),
-        _ => (device_choice.to_string(), selected.description.clone()),
+    let cpu_path = (selected.kind == BackendKind::Cpu).then(|| args.cpu_paths.first().copied());
+    let precision = match cpu_path.flatten() {
+        Some(CpuPath::Fast) => Some(Precision::F32),
+        Some(CpuPath::Int8) => Some(Precision::Int8),
+        Some(CpuPath::Burn) | None => None,
+    };
+    let (device_label, backend) = match precision {
+        Some(Precision::F32) => ("cpu".to_string(), "cpu (tinyrank fused path)".to_string()),
+        Some(Precision::Int8) => (
+            "cpu-int8".to_string(),
+            "cpu (tinyrank fused path, int8 projections)".to_string(),
+        ),
+        None if selected.kind == BackendKind::Cpu => {
+            ("cpu-burn".to_string(), selected.description.clone())
+        }
+        None => (device_choice.to_string(), selected.description.clone()),
     };
     // --model brings its tokenizer; random shapes borrow the shared teacher's for --text.
     let (model, shape, tokenizer, weights) = match &args.model {
@@ -424,7 +437,7 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
         None => {
             let encoded = synthetic_pairs(args.batch_size, len);
             let batch = Batch::from_encoded(&encoded, 0, device);
-            let fused = fast.then(|| FastCrossEncoder::from_model(&model));
+            let fused = precision.map(|p| FastCrossEncoder::from_model(&model, p));
             let rows: Vec<&Encoded> = encoded.iter().collect();
             let score = || -> Result<()> {
                 match &fused {
@@ -464,8 +477,9 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
                 }
             };
             let mut reranker = Reranker::new(model, tokenizer, device.clone());
-            if !fast {
-                reranker = reranker.without_fast_path();
+            match precision {
+                Some(precision) => reranker.set_precision(precision)?,
+                None => reranker = reranker.without_fast_path(),
             }
             reranker.set_max_len(len)?;
             reranker.set_batch_size(args.batch_size)?;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use tinyrank_core::fast::Precision;
 use tinyrank_core::{
     Aggregation, DeviceChoice, Reranker, SaveDtype, TitleSource, Truncation, Windows, WordWindows,
     select_device,
@@ -89,6 +90,10 @@ struct RerankArgs {
     truncate_passage_only: bool,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Run the encoder's projections in 8-bit integers (CPU only): faster, scores within a few
+    /// hundredths of f32 (docs/performance.md has the speed and DL19 nDCG@10 of both).
+    #[arg(long)]
+    int8: bool,
     /// Run tag written in the last column.
     #[arg(long, default_value = "tinyrank")]
     tag: String,
@@ -250,6 +255,9 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
     let mut reranker = Reranker::load(&args.model, &selected.device)?;
     reranker.set_max_len(args.max_len)?;
     reranker.set_batch_size(args.batch_size)?;
+    if args.int8 {
+        reranker.set_precision(Precision::Int8)?;
+    }
     if args.truncate_passage_only {
         reranker.tokenizer.set_truncation(Truncation::OnlyPassage)?;
     }

@@ -24,6 +24,33 @@ struct Dense {
     bias: Vec<f32>,
     d_in: usize,
     d_out: usize,
+    /// The weight in 8 bits, when the encoder layers run in [`Precision::Int8`].
+    quantized: Option<int8::QuantizedWeight>,
+}
+
+impl Dense {
+    fn quantize(mut self, precision: Precision) -> Self {
+        if precision == Precision::Int8 {
+            self.quantized = Some(int8::QuantizedWeight::new(
+                &self.weight,
+                self.d_in,
+                self.d_out,
+            ));
+        }
+        self
+    }
+}
+
+/// The arithmetic of the encoder layers' projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 throughout: the burn model's scores within 1e-4.
+    #[default]
+    F32,
+    /// Projections in 8-bit integers (weights per column, activations per token, both
+    /// quantised; see `fast/int8.rs`); attention, normalisation and the head stay f32. Scores
+    /// move by a few hundredths; rankings barely.
+    Int8,
 }
 
 struct Norm {
@@ -55,6 +82,7 @@ pub struct FastCrossEncoder {
     heads: usize,
     eps: f32,
     activation: Activation,
+    precision: Precision,
     /// Scratch space of the last batch, taken by the next (a second concurrent caller
     /// allocates its own).
     scratch: std::sync::Mutex<Buffers>,
@@ -64,9 +92,10 @@ impl std::fmt::Debug for FastCrossEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "FastCrossEncoder({} layers, {} hidden)",
+            "FastCrossEncoder({} layers, {} hidden, {:?})",
             self.layers.len(),
-            self.hidden
+            self.hidden,
+            self.precision
         )
     }
 }
@@ -90,6 +119,7 @@ fn dense(linear: &Linear) -> Dense {
         bias: linear.bias.as_ref().map_or_else(|| vec![0.0; d_out], param),
         d_in,
         d_out,
+        quantized: None,
     }
 }
 
@@ -145,6 +175,8 @@ macro_rules! simd_dispatch {
         }
     };
 }
+
+mod int8;
 
 /// Lanes of the partial sums, so that a sum vectorises (floats do not reassociate otherwise).
 const LANES: usize = 16;
@@ -203,10 +235,22 @@ unsafe fn matmul(
     }
 }
 
-/// `out[rows, d_out] = input[rows, d_in] x weight` (bias not added), on every core.
-fn project(input: &[f32], rows: usize, dense: &Dense, out: &mut [f32]) {
+/// `out[rows, d_out] = input[rows, d_in] x weight` (bias not added), on every core; in 8 bits
+/// when the layer is quantised (`quantized` then receives the quantised input).
+fn project(
+    input: &[f32],
+    rows: usize,
+    dense: &Dense,
+    out: &mut [f32],
+    quantized: &mut int8::QuantizedRows,
+) {
     debug_assert_eq!(input.len(), rows * dense.d_in);
     debug_assert_eq!(out.len(), rows * dense.d_out);
+    if let Some(weight) = &dense.quantized {
+        quantized.quantize(input, rows, dense.d_in);
+        int8::matmul(quantized, rows, weight, out);
+        return;
+    }
     let (k, n) = (dense.d_in, dense.d_out);
     let lhs = View {
         ptr: input.as_ptr(),
@@ -272,10 +316,15 @@ simd_dispatch! {
                 }
             }
             let max = maxes.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            for x in row.iter_mut() {
-                *x = exp(*x - max);
+            // Exponentials and their sum in one pass over the row.
+            let mut sums = [0.0f32; LANES];
+            for chunk in row.chunks_mut(LANES) {
+                for (s, x) in sums.iter_mut().zip(chunk) {
+                    *x = exp(*x - max);
+                    *s += *x;
+                }
             }
-            *inv_sum = 1.0 / sum(row);
+            *inv_sum = 1.0 / sums.iter().sum::<f32>();
         }
     }
 }
@@ -312,7 +361,15 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    y * f32::from_bits(round_to_bits(n + 127.0) << 23)
+}
+
+/// `x` (0 <= x < 2^22) rounded to the nearest integer, ties to even: adding 1.5 x 2^23 leaves
+/// that integer in the low mantissa bits. Unlike `as u32`, which saturates and so compiles to a
+/// scalar conversion per lane, this stays in vector registers.
+#[inline(always)]
+fn round_to_bits(x: f32) -> u32 {
+    (x + 12_582_912.0).to_bits() & 0x3f_ffff
 }
 
 simd_dispatch! {
@@ -356,6 +413,7 @@ struct Buffers {
     context: Vec<f32>,
     attended: Vec<f32>,
     inner: Vec<f32>,
+    quantized: int8::QuantizedRows,
 }
 
 impl Buffers {
@@ -371,7 +429,7 @@ impl Buffers {
 }
 
 impl FastCrossEncoder {
-    pub fn from_model(model: &CrossEncoder) -> Self {
+    pub fn from_model(model: &CrossEncoder, precision: Precision) -> Self {
         let hidden = model.hidden_size();
         let heads = model.num_heads().max(1);
         let scale = 1.0 / ((hidden / heads) as f32).sqrt();
@@ -396,11 +454,13 @@ impl FastCrossEncoder {
                         bias,
                         d_in: hidden,
                         d_out: 3 * hidden,
-                    },
-                    attention_output: dense(&layer.attention_output),
+                        quantized: None,
+                    }
+                    .quantize(precision),
+                    attention_output: dense(&layer.attention_output).quantize(precision),
                     attention_norm: norm(&layer.attention_norm),
-                    intermediate: dense(&layer.intermediate),
-                    output: dense(&layer.output),
+                    intermediate: dense(&layer.intermediate).quantize(precision),
+                    output: dense(&layer.output).quantize(precision),
                     output_norm: norm(&layer.output_norm),
                 }
             })
@@ -417,8 +477,13 @@ impl FastCrossEncoder {
             heads,
             eps: model.layer_norm_eps as f32,
             activation: model.activation(),
+            precision,
             scratch: Default::default(),
         }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Ranking scores of already tokenised pairs (as [`crate::model::ranking_scores`]).
@@ -511,7 +576,8 @@ impl FastCrossEncoder {
         let head_dim = h / heads;
         let eps = self.eps;
 
-        project(hidden, tokens, &layer.qkv, &mut buffers.qkv);
+        let quantized = &mut buffers.quantized;
+        project(hidden, tokens, &layer.qkv, &mut buffers.qkv, quantized);
         buffers
             .qkv
             .par_chunks_mut(3 * h)
@@ -570,6 +636,7 @@ impl FastCrossEncoder {
             tokens,
             &layer.attention_output,
             &mut buffers.attended,
+            &mut buffers.quantized,
         );
         buffers
             .attended
@@ -592,6 +659,7 @@ impl FastCrossEncoder {
             tokens,
             &layer.intermediate,
             &mut buffers.inner,
+            &mut buffers.quantized,
         );
         let activation = self.activation;
         buffers
@@ -600,7 +668,13 @@ impl FastCrossEncoder {
             .with_min_len(rows_per_task(ffn))
             .for_each(|row| activate(row, &layer.intermediate.bias, activation));
 
-        project(&buffers.inner, tokens, &layer.output, hidden);
+        project(
+            &buffers.inner,
+            tokens,
+            &layer.output,
+            hidden,
+            &mut buffers.quantized,
+        );
         hidden
             .par_chunks_mut(h)
             .zip(buffers.attended.par_chunks(h))

@@ -4,6 +4,8 @@ use burn::tensor::Device;
 
 use crate::Error;
 use crate::checkpoint::{Checkpoint, CheckpointFiles};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::fast::{FastCrossEncoder, Precision};
 use crate::model::{Batch, CrossEncoder, Trace};
 use crate::tokenizer::{Encoded, PairTokenizer};
 
@@ -29,14 +31,14 @@ pub struct Reranker {
     pub device: Device,
     batch_size: usize,
     #[cfg(not(target_arch = "wasm32"))]
-    fast: Option<crate::fast::FastCrossEncoder>,
+    fast: Option<FastCrossEncoder>,
 }
 
 impl Reranker {
     pub fn new(model: CrossEncoder, tokenizer: PairTokenizer, device: Device) -> Self {
         #[cfg(not(target_arch = "wasm32"))]
-        let fast =
-            (device == Device::flex()).then(|| crate::fast::FastCrossEncoder::from_model(&model));
+        let fast = (device == Device::flex())
+            .then(|| FastCrossEncoder::from_model(&model, Precision::F32));
         Self {
             model,
             tokenizer,
@@ -57,6 +59,23 @@ impl Reranker {
     pub fn without_fast_path(mut self) -> Self {
         self.fast = None;
         self
+    }
+
+    /// Runs the encoder layers' projections in 8-bit integers or in f32 (the default). Only the
+    /// fused CPU path has int8.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), Error> {
+        match &self.fast {
+            Some(fast) if fast.precision() == precision => {}
+            Some(_) => self.fast = Some(FastCrossEncoder::from_model(&self.model, precision)),
+            None if precision == Precision::F32 => {}
+            None => {
+                return Err(Error::Input(
+                    "int8 scoring runs on the CPU only (--device cpu)".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether scoring takes the fused CPU path.
