@@ -2,11 +2,13 @@
 //!
 //! burn's flex backend runs the model op by op on padded batches and keeps most element-wise
 //! work on one thread. Scoring needs none of that generality, so this path packs a batch's pairs
-//! end to end (no padding at all), runs each projection as one multithreaded GEMM over every
-//! token (the `gemm` crate, which flex uses too; Q, K and V as one product), fuses bias + GELU and
-//! bias + residual + LayerNorm into one pass per row, and computes attention per (pair, head) in
-//! parallel. The burn model stays the definition: weights are read from it once, and the tests
-//! hold these scores to the burn model's within 1e-4.
+//! end to end (no padding at all), runs each projection as one multithreaded product over every
+//! token (Q, K and V as one) against weights laid out once at load (`packed.rs`; the `gemm`
+//! crate, which flex uses too, on CPUs without AVX2 + FMA and for attention), fuses bias + GELU
+//! and bias + residual + LayerNorm into one pass per row, and computes attention per (pair, head)
+//! in parallel. The burn model stays the definition: weights are read from it once, and the tests
+//! hold these scores to the burn model's within 1e-4. [`Precision::Int8`] runs the projections
+//! in 8-bit integers instead (`int8.rs`).
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
@@ -24,19 +26,27 @@ struct Dense {
     bias: Vec<f32>,
     d_in: usize,
     d_out: usize,
+    /// The weight packed for the f32 micro-kernel (encoder layers, CPUs with AVX2 + FMA).
+    packed: Option<packed::PackedWeight>,
     /// The weight in 8 bits, when the encoder layers run in [`Precision::Int8`].
     quantized: Option<int8::QuantizedWeight>,
 }
 
 impl Dense {
-    fn quantize(mut self, precision: Precision) -> Self {
-        if precision == Precision::Int8 {
-            self.quantized = Some(int8::QuantizedWeight::new(
-                &self.weight,
-                self.d_in,
-                self.d_out,
-            ));
+    /// Lays the weight out for the encoder layers' projections.
+    fn prepare(mut self, precision: Precision) -> Self {
+        let (k, n) = (self.d_in, self.d_out);
+        match precision {
+            Precision::Int8 => {
+                self.quantized = Some(int8::QuantizedWeight::new(&self.weight, k, n));
+            }
+            Precision::F32 if packed::has_avx2_fma() => {
+                self.packed = Some(packed::PackedWeight::new(&self.weight, k, n));
+            }
+            Precision::F32 => return self,
         }
+        // Only the laid-out copy is read from now on.
+        self.weight = Vec::new();
         self
     }
 }
@@ -119,6 +129,7 @@ fn dense(linear: &Linear) -> Dense {
         bias: linear.bias.as_ref().map_or_else(|| vec![0.0; d_out], param),
         d_in,
         d_out,
+        packed: None,
         quantized: None,
     }
 }
@@ -177,6 +188,7 @@ macro_rules! simd_dispatch {
 }
 
 mod int8;
+mod packed;
 
 /// Lanes of the partial sums, so that a sum vectorises (floats do not reassociate otherwise).
 const LANES: usize = 16;
@@ -251,6 +263,10 @@ fn project(
         int8::matmul(quantized, rows, weight, out);
         return;
     }
+    if let Some(weight) = &dense.packed {
+        packed::matmul(input, rows, weight, out);
+        return;
+    }
     let (k, n) = (dense.d_in, dense.d_out);
     let lhs = View {
         ptr: input.as_ptr(),
@@ -263,6 +279,37 @@ fn project(
     let threads = Parallelism::Rayon(rayon::current_num_threads());
     // SAFETY: the slices hold exactly these row-major matrices.
     unsafe { matmul([rows, n, k], out.as_mut_ptr(), n, lhs, rhs, false, threads) };
+}
+
+/// Fills `out` (`[rows, n]`, row-major) tile by tile on every core: `kernel(panel, row, rows,
+/// tile)` computes the MR x NR tile of column panel `panel` (columns `panel * NR..`) for the
+/// `rows` (<= MR) rows from `row`. Each rayon task takes `task_rows` rows (a multiple of MR) and
+/// walks them panel by panel, so that a panel of weights stays in cache while the task's rows
+/// pass over it; only the tile's rows and columns inside `out` are copied there.
+fn tiled<const MR: usize, const NR: usize>(
+    out: &mut [f32],
+    n: usize,
+    task_rows: usize,
+    kernel: impl Fn(usize, usize, usize, &mut [[f32; NR]; MR]) + Sync,
+) {
+    debug_assert!(task_rows % MR == 0 && out.len() % n == 0);
+    out.par_chunks_mut(task_rows * n)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let rows = out.len() / n;
+            let mut tile = [[0.0f32; NR]; MR];
+            for panel in 0..n.div_ceil(NR) {
+                let columns = panel * NR..(panel * NR + NR).min(n);
+                for block in (0..rows).step_by(MR) {
+                    let rows_here = MR.min(rows - block);
+                    kernel(panel, task * task_rows + block, rows_here, &mut tile);
+                    for (r, values) in tile.iter().enumerate().take(rows_here) {
+                        out[(block + r) * n..][columns.clone()]
+                            .copy_from_slice(&values[..columns.len()]);
+                    }
+                }
+            }
+        });
 }
 
 /// Rows per rayon task for the element-wise passes: enough work to outweigh scheduling.
@@ -454,13 +501,14 @@ impl FastCrossEncoder {
                         bias,
                         d_in: hidden,
                         d_out: 3 * hidden,
+                        packed: None,
                         quantized: None,
                     }
-                    .quantize(precision),
-                    attention_output: dense(&layer.attention_output).quantize(precision),
+                    .prepare(precision),
+                    attention_output: dense(&layer.attention_output).prepare(precision),
                     attention_norm: norm(&layer.attention_norm),
-                    intermediate: dense(&layer.intermediate).quantize(precision),
-                    output: dense(&layer.output).quantize(precision),
+                    intermediate: dense(&layer.intermediate).prepare(precision),
+                    output: dense(&layer.output).prepare(precision),
                     output_norm: norm(&layer.output_norm),
                 }
             })

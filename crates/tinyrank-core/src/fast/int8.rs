@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::{LANES, round_to_bits};
+use super::{LANES, round_to_bits, tiled};
 
 /// Rows of one micro-kernel call (one broadcast each per step).
 const MR: usize = 4;
@@ -159,34 +159,19 @@ pub(super) fn matmul(
     debug_assert!(rows.packed.len() >= round_up(count, MR) * k_padded);
     let steps = k_padded / 4;
     let avx2 = has_avx2();
-    out.par_chunks_mut(TASK_ROWS * n)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let task_rows = out.len() / n;
-            let first_block = task * TASK_ROWS / MR;
-            let mut tile = [[0.0f32; NR]; MR];
-            // Panel by panel, so that the panel (16 columns x k bytes) stays in L1 while every
-            // row block of the task passes over it.
-            for (panel, weights) in weight.packed.chunks_exact(k_padded * NR).enumerate() {
-                let columns = panel * NR..(panel * NR + NR).min(n);
-                for local_block in 0..task_rows.div_ceil(MR) {
-                    let block = first_block + local_block;
-                    let activations = &rows.packed[block * MR * k_padded..][..MR * k_padded];
-                    let dequantise = Dequantise {
-                        row_scales: &rows.scales[block * MR..][..MR],
-                        row_zeros: &rows.zeros[block * MR..][..MR],
-                        column_scales: &weight.scales[panel * NR..][..NR],
-                        column_sums: &weight.column_sums[panel * NR..][..NR],
-                    };
-                    kernel(avx2, activations, weights, steps, &dequantise, &mut tile);
-                    let rows_here = MR.min(task_rows - local_block * MR);
-                    for (r, values) in tile.iter().enumerate().take(rows_here) {
-                        let local = local_block * MR + r;
-                        out[local * n..][columns.clone()].copy_from_slice(&values[..columns.len()]);
-                    }
-                }
-            }
-        });
+    let (panel_len, block_len) = (k_padded * NR, k_padded * MR);
+    tiled(out, n, TASK_ROWS, |panel, first_row, _, tile| {
+        let block = first_row / MR;
+        let dequantise = Dequantise {
+            row_scales: &rows.scales[first_row..][..MR],
+            row_zeros: &rows.zeros[first_row..][..MR],
+            column_scales: &weight.scales[panel * NR..][..NR],
+            column_sums: &weight.column_sums[panel * NR..][..NR],
+        };
+        let activations = &rows.packed[block * block_len..][..block_len];
+        let weights = &weight.packed[panel * panel_len..][..panel_len];
+        kernel(avx2, activations, weights, steps, &dequantise, tile);
+    });
 }
 
 fn has_avx2() -> bool {

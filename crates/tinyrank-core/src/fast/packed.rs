@@ -1,0 +1,146 @@
+//! f32 projections against weights packed once, at load, for an AVX2 + FMA micro-kernel.
+//!
+//! A general GEMM (the `gemm` crate) packs both operands on every call; the weights of a
+//! projection never change, so here they are packed once into panels of 16 columns, and each
+//! token row is read in place. Each kernel call multiplies 6 rows by one panel over all of k
+//! into 12 vector accumulators, so each output is written once.
+
+use super::tiled;
+
+/// Rows of one micro-kernel call (one broadcast each per step).
+const MR: usize = 6;
+/// Columns of one micro-kernel call: two vectors of eight f32.
+const NR: usize = 16;
+/// Token rows per rayon task: a multiple of MR.
+const TASK_ROWS: usize = 48;
+
+/// A `[k, n]` weight matrix packed as `[n / NR][k][NR]` (zero columns pad the last panel).
+pub(super) struct PackedWeight {
+    packed: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedWeight {
+    pub(super) fn new(weight: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(weight.len(), k * n, "weight shape");
+        let panels = n.div_ceil(NR);
+        let mut packed = vec![0.0f32; panels * k * NR];
+        for row in 0..k {
+            for col in 0..n {
+                packed[(col / NR) * k * NR + row * NR + col % NR] = weight[row * n + col];
+            }
+        }
+        Self { packed, k, n }
+    }
+}
+
+/// `out[rows, n] = input[rows, k] x weight` (no bias), on every core.
+pub(super) fn matmul(input: &[f32], rows: usize, weight: &PackedWeight, out: &mut [f32]) {
+    let (k, n) = (weight.k, weight.n);
+    assert_eq!(input.len(), rows * k);
+    assert_eq!(out.len(), rows * n);
+    let fma = has_avx2_fma();
+    let panel_len = k * NR;
+    tiled(out, n, TASK_ROWS, |panel, first_row, rows_here, tile| {
+        // A short last block repeats its last row; those results are dropped.
+        let lhs: [&[f32]; MR] = std::array::from_fn(|r| {
+            let row = first_row + r.min(rows_here - 1);
+            &input[row * k..][..k]
+        });
+        let weights = &weight.packed[panel * panel_len..][..panel_len];
+        kernel(fma, &lhs, weights, tile);
+    });
+}
+
+pub(super) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// `tile[r][c] = lhs[r] . weights[:, c]` for MR rows and one packed panel of NR columns.
+fn kernel(fma: bool, lhs: &[&[f32]; MR], weights: &[f32], tile: &mut [[f32; NR]; MR]) {
+    let k = lhs[0].len();
+    assert!(lhs.iter().all(|row| row.len() == k) && weights.len() == k * NR);
+    #[cfg(target_arch = "x86_64")]
+    if fma {
+        // SAFETY: the CPU has AVX2 and FMA, and the slices have the lengths asserted above.
+        return unsafe { kernel_avx2(lhs, weights, tile) };
+    }
+    let _ = fma;
+    kernel_portable(lhs, weights, tile);
+}
+
+/// The reference kernel (products rounded before they are added, unlike FMA).
+fn kernel_portable(lhs: &[&[f32]; MR], weights: &[f32], tile: &mut [[f32; NR]; MR]) {
+    *tile = [[0.0; NR]; MR];
+    for (t, w) in weights.chunks_exact(NR).enumerate() {
+        for (values, row) in tile.iter_mut().zip(lhs) {
+            let x = row[t];
+            for (value, &w) in values.iter_mut().zip(w) {
+                *value += x * w;
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA; every `lhs` row must hold k values and `weights` k * NR.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2(lhs: &[&[f32]; MR], weights: &[f32], tile: &mut [[f32; NR]; MR]) {
+    use std::arch::x86_64::*;
+    let k = lhs[0].len();
+    let rows = lhs.map(<[f32]>::as_ptr);
+    let mut acc = [_mm256_setzero_ps(); 2 * MR];
+    let mut w = weights.as_ptr();
+    for t in 0..k {
+        // SAFETY: t < k, and each step reads NR weights, in bounds by the caller's contract.
+        unsafe {
+            let left = _mm256_loadu_ps(w);
+            let right = _mm256_loadu_ps(w.add(8));
+            for r in 0..MR {
+                let x = _mm256_set1_ps(*rows[r].add(t));
+                acc[2 * r] = _mm256_fmadd_ps(x, left, acc[2 * r]);
+                acc[2 * r + 1] = _mm256_fmadd_ps(x, right, acc[2 * r + 1]);
+            }
+            w = w.add(NR);
+        }
+    }
+    for (r, values) in tile.iter_mut().enumerate() {
+        // SAFETY: each tile row holds NR = 16 values, two vectors.
+        unsafe {
+            _mm256_storeu_ps(values.as_mut_ptr(), acc[2 * r]);
+            _mm256_storeu_ps(values.as_mut_ptr().add(8), acc[2 * r + 1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_product_equals_the_plain_product() {
+        // Odd sizes: rows not a multiple of MR or of TASK_ROWS, n not of NR.
+        let (m, k, n) = (53, 29, 37);
+        let input: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 8.0)
+            .collect();
+        let weight: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 19) as f32 - 9.0) / 16.0)
+            .collect();
+        let mut out = vec![0.0; m * n];
+        matmul(&input, m, &PackedWeight::new(&weight, k, n), &mut out);
+        for i in 0..m {
+            for j in 0..n {
+                let exact: f32 = (0..k).map(|t| input[i * k + t] * weight[t * n + j]).sum();
+                let got = out[i * n + j];
+                assert!((got - exact).abs() <= 1e-4, "[{i}, {j}]: {got} vs {exact}");
+            }
+        }
+    }
+}
