@@ -292,7 +292,7 @@ fn tiled<const MR: usize, const NR: usize>(
     task_rows: usize,
     kernel: impl Fn(usize, usize, usize, &mut [[f32; NR]; MR]) + Sync,
 ) {
-    debug_assert!(task_rows % MR == 0 && out.len() % n == 0);
+    debug_assert!(task_rows.is_multiple_of(MR) && out.len().is_multiple_of(n));
     out.par_chunks_mut(task_rows * n)
         .enumerate()
         .for_each(|(task, out)| {
