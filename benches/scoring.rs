@@ -1,7 +1,7 @@
 //! Criterion benches of CPU scoring: one batch of 32 synthetic pairs through the fused CPU path
 //! (f32 and int8) and through the burn model on flex, for the 3/384 student shape and the 2/128 one, with random
 //! weights (speed does not depend on them). `tinyrank bench` covers every shape and backend,
-//! real text and peak memory; these track the two CPU paths from commit to commit.
+//! real text and peak memory; these track the CPU paths from commit to commit.
 //!
 //!     cargo bench --bench scoring
 

@@ -54,7 +54,7 @@ pub struct BenchArgs {
     /// op by op on flex, the reference).
     #[arg(long, value_delimiter = ',', default_value = "fast,int8,burn")]
     cpu_paths: Vec<CpuPath>,
-    /// CPU threads (the rayon pool of both CPU paths) [default: every core].
+    /// CPU threads (the rayon pool of every CPU path) [default: every core].
     #[arg(long)]
     threads: Option<usize>,
     /// Real text instead of synthetic batches: a dataset directory (queries.tsv, collection.tsv,
