@@ -87,8 +87,9 @@ pub(super) struct QuantizedRows {
 }
 
 simd_dispatch! {
-    /// Asymmetric u8 quantisation of one row over a range that includes 0 (so that 0, the
-    /// padding of the packed layout, stays exact); writes (scale, zero point).
+    /// Asymmetric u8 quantisation of one row over its range stretched to include 0, so that the
+    /// zero point is a valid u8 and 0 stays exact; writes (scale, zero point). Only the first
+    /// `row.len()` bytes of `out` are written (the packed layout's padding meets zero weights).
     fn quantize_row(row: &[f32], out: &mut [u8], params: &mut (f32, i32)) {
         let mut lows = [0.0f32; LANES];
         let mut highs = [0.0f32; LANES];
