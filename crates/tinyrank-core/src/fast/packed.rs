@@ -123,6 +123,29 @@ unsafe fn kernel_avx2(lhs: &[&[f32]; MR], weights: &[f32], tile: &mut [[f32; NR]
 mod tests {
     use super::*;
 
+    /// Production packs only on AVX2 + FMA CPUs, so the portable kernel is held to the AVX2 one
+    /// here (equal: every product and sum below is exact in f32).
+    #[test]
+    fn avx2_kernel_equals_the_portable_kernel() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let k = 77;
+        let rows: Vec<Vec<f32>> = (0..MR)
+            .map(|r| {
+                (0..k)
+                    .map(|t| ((r * 31 + t * 7) % 17) as f32 - 8.0)
+                    .collect()
+            })
+            .collect();
+        let lhs: [&[f32]; MR] = std::array::from_fn(|r| rows[r].as_slice());
+        let weights: Vec<f32> = (0..k * NR).map(|i| ((i % 13) as f32 - 6.0) / 4.0).collect();
+        let (mut fast, mut reference) = ([[0.0; NR]; MR], [[0.0; NR]; MR]);
+        kernel(true, &lhs, &weights, &mut fast);
+        kernel_portable(&lhs, &weights, &mut reference);
+        assert_eq!(fast, reference);
+    }
+
     #[test]
     fn packed_product_equals_the_plain_product() {
         // Odd sizes: rows not a multiple of MR or of TASK_ROWS, n not of NR.
