@@ -33,6 +33,18 @@ struct Dense {
 }
 
 impl Dense {
+    /// A layer in plain row-major layout (as the pooler and head stay).
+    fn new(weight: Vec<f32>, bias: Vec<f32>, d_in: usize, d_out: usize) -> Self {
+        Self {
+            weight,
+            bias,
+            d_in,
+            d_out,
+            packed: None,
+            quantized: None,
+        }
+    }
+
     /// Lays the weight out for the encoder layers' projections.
     fn prepare(mut self, precision: Precision) -> Self {
         let (k, n) = (self.d_in, self.d_out);
@@ -124,14 +136,8 @@ fn param<const D: usize>(param: &Param<Tensor<D>>) -> Vec<f32> {
 
 fn dense(linear: &Linear) -> Dense {
     let [d_in, d_out] = linear.weight.val().dims();
-    Dense {
-        weight: param(&linear.weight),
-        bias: linear.bias.as_ref().map_or_else(|| vec![0.0; d_out], param),
-        d_in,
-        d_out,
-        packed: None,
-        quantized: None,
-    }
+    let bias = linear.bias.as_ref().map_or_else(|| vec![0.0; d_out], param);
+    Dense::new(param(&linear.weight), bias, d_in, d_out)
 }
 
 fn norm(layer_norm: &LayerNorm) -> Norm {
@@ -496,15 +502,7 @@ impl FastCrossEncoder {
                 bias.extend_from_slice(&k.bias);
                 bias.extend_from_slice(&v.bias);
                 Layer {
-                    qkv: Dense {
-                        weight,
-                        bias,
-                        d_in: hidden,
-                        d_out: 3 * hidden,
-                        packed: None,
-                        quantized: None,
-                    }
-                    .prepare(precision),
+                    qkv: Dense::new(weight, bias, hidden, 3 * hidden).prepare(precision),
                     attention_output: dense(&layer.attention_output).prepare(precision),
                     attention_norm: norm(&layer.attention_norm),
                     intermediate: dense(&layer.intermediate).prepare(precision),
