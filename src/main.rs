@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tinyrank_core::fast::Precision;
 use tinyrank_core::{
-    Aggregation, DeviceChoice, Reranker, SaveDtype, TitleSource, Truncation, Windows, WordWindows,
-    select_device,
+    Aggregation, DEFAULT_MAX_LEN, DeviceChoice, Reranker, SaveDtype, TitleSource, Truncation,
+    Windows, WordWindows, select_device,
 };
 use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
@@ -20,6 +20,7 @@ use tinyrank_distill::rerank::{EmptyText, candidates, rerank, rerank_documents};
 mod bench;
 mod demo;
 mod distill;
+mod serve;
 use bench::BenchArgs;
 use demo::DemoArgs;
 use distill::DistillArgs;
@@ -54,6 +55,9 @@ enum Command {
     Demo(DemoArgs),
     /// Measure pairs/s and peak memory of model shapes (or a checkpoint) on each backend.
     Bench(BenchArgs),
+    /// Serve a reranker over HTTP: Cohere/Jina (/v1/rerank, /v2/rerank) and TEI (/rerank)
+    /// APIs, batching across requests, /health, /metrics (Prometheus), /info.
+    Serve(Box<tinyrank_serve::ServeArgs>),
 }
 
 #[derive(Args)]
@@ -83,7 +87,7 @@ struct RerankArgs {
     #[arg(long, default_value_t = 100)]
     top_k: usize,
     /// Maximum pair length in tokens, special tokens included.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
     max_len: usize,
     /// Keep the query whole and cut only the passage (default: longest-first).
     #[arg(long)]
@@ -206,6 +210,7 @@ fn main() -> ExitCode {
         Command::Distill(args) => distill::run_distill(*args),
         Command::Demo(args) => demo::run_demo(args),
         Command::Bench(args) => bench::run_bench(args),
+        Command::Serve(args) => serve::run_serve(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,7 +21,7 @@ pub use passages::{
     Aggregation, DocumentEncoder, DocumentPairs, TitleSource, Windows, WordWindows,
 };
 pub use reranker::Reranker;
-pub use tokenizer::{Encoded, PairTokenizer, Tokens, Truncation};
+pub use tokenizer::{DEFAULT_MAX_LEN, Encoded, PairTokenizer, Tokens, Truncation};
 pub use weights::SaveDtype;
 
 /// Everything that can go wrong in tinyrank-core. Each message names the file or input at fault.

@@ -166,32 +166,43 @@ impl Reranker {
         order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].ids.len()));
         let mut scores = vec![0.0f32; encoded.len()];
         for chunk in order.chunks(self.batch_size) {
-            #[cfg(not(target_arch = "wasm32"))]
-            if let Some(fast) = &self.fast {
-                let rows: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
-                for (&i, value) in chunk.iter().zip(fast.score(&rows)) {
-                    scores[i] = value;
-                }
-                progress(chunk.len());
-                continue;
-            }
-            let rows = chunk.iter().map(|&i| &encoded[i]);
-            let batch = Batch::from_encoded(rows, self.tokenizer.pad_id(), &self.device);
-            let batch_scores = self
-                .model
-                .forward(&batch, Trace::default())
-                .ranking_scores();
-            let data = batch_scores.into_data_async().await.map_err(|e| {
-                Error::Device(format!("reading scores from the device failed: {e:?}"))
-            })?;
-            let values = data
-                .try_into_vec::<f32>()
-                .map_err(|e| Error::Device(format!("unexpected score data: {e:?}")))?;
-            for (&i, value) in chunk.iter().zip(values) {
+            let rows: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+            for (&i, value) in chunk.iter().zip(self.score_batch_async(&rows).await?) {
                 scores[i] = value;
             }
             progress(chunk.len());
         }
         Ok(scores)
+    }
+
+    /// Scores `pairs` as one batch, in their order: one forward pass, unpadded on the fused
+    /// CPU path and padded to the longest pair on burn. Callers that form their own batches
+    /// (the HTTP server's token budget) use this; the others go through the length-sorted
+    /// [`Reranker::score_encoded`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn score_batch(&self, pairs: &[&Encoded]) -> Result<Vec<f32>, Error> {
+        futures_lite::future::block_on(self.score_batch_async(pairs))
+    }
+
+    pub async fn score_batch_async(&self, pairs: &[&Encoded]) -> Result<Vec<f32>, Error> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(fast) = &self.fast {
+            return Ok(fast.score(pairs));
+        }
+        let batch =
+            Batch::from_encoded(pairs.iter().copied(), self.tokenizer.pad_id(), &self.device);
+        let scores = self
+            .model
+            .forward(&batch, Trace::default())
+            .ranking_scores();
+        let data = scores
+            .into_data_async()
+            .await
+            .map_err(|e| Error::Device(format!("reading scores from the device failed: {e:?}")))?;
+        data.try_into_vec::<f32>()
+            .map_err(|e| Error::Device(format!("unexpected score data: {e:?}")))
     }
 }

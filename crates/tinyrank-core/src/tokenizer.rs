@@ -14,6 +14,9 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::Error;
 
+/// The pair length (special tokens included) used unless a caller sets another: the paper's.
+pub const DEFAULT_MAX_LEN: usize = 256;
+
 /// How a pair longer than `max_len` is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Truncation {
@@ -163,13 +166,15 @@ impl PairTokenizer {
             pad_id,
             cls_id,
             sep_id,
-            max_len: 256,
+            max_len: DEFAULT_MAX_LEN,
             truncation: Truncation::default(),
         };
-        tokenizer.set_max_len(256).map_err(|e| Error::Tokenizer {
-            file: origin.into(),
-            message: e.to_string(),
-        })?;
+        tokenizer
+            .set_max_len(DEFAULT_MAX_LEN)
+            .map_err(|e| Error::Tokenizer {
+                file: origin.into(),
+                message: e.to_string(),
+            })?;
         Ok(tokenizer)
     }
 
