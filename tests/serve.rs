@@ -142,6 +142,18 @@ fn serve_scores_as_rerank_does_and_sigterm_finishes_admitted_requests() {
     let passages: Vec<&str> = pids.iter().map(|p| texts[p]).collect();
 
     let server = start(&["--model", teacher.to_str().unwrap()]);
+    // It listens before the model is loaded (about a second): /health says so meanwhile.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut health = agent
+        .get(&format!("http://{}/health", server.addr))
+        .call()
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    let said = health.body_mut().read_to_string().unwrap();
+    assert!(said.contains("the model is still loading"), "{said}");
     server.wait_ready();
     let request = serde_json::json!({"query": query, "texts": passages, "raw_scores": true});
     let (status, results) = post(&server.addr, "/rerank", &request);

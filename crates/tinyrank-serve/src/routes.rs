@@ -258,15 +258,20 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     let elapsed = started.elapsed();
     let status = response.status();
     state.metrics.request_done(route, status.as_u16(), elapsed);
-    let ms = elapsed.as_secs_f64() * 1e3;
+    // Milliseconds to the microsecond: enough for a log line.
+    let ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
     if status.is_success() {
         tracing::info!(route, %method, status = status.as_u16(), ms, "request");
         return response;
     }
-    // The error body is small JSON built by ApiError; read it back to log its message.
+    // Error bodies are small JSON built by ApiError (or a plain text from hyper); log the
+    // message they carry.
     let (parts, body) = response.into_parts();
     let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let error = String::from_utf8_lossy(&bytes);
-    tracing::warn!(route, %method, status = status.as_u16(), ms, error = %error, "request");
+    let error = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(String::from))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    tracing::warn!(route, %method, status = status.as_u16(), ms, error, "request");
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
