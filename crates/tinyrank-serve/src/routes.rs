@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::{Bytes, to_bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
@@ -59,7 +59,10 @@ pub fn router(state: AppState) -> Router {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        // Kept beside the body so that `record` logs the message without reading it back.
+        response.extensions_mut().insert(self);
+        response
     }
 }
 
@@ -264,14 +267,10 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         tracing::info!(route, %method, status = status.as_u16(), ms, "request");
         return response;
     }
-    // Error bodies are small JSON built by ApiError (or a plain text from hyper); log the
-    // message they carry.
-    let (parts, body) = response.into_parts();
-    let bytes = to_bytes(body, 64 * 1024).await.unwrap_or_default();
-    let error = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(String::from))
-        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let error = response
+        .extensions()
+        .get::<ApiError>()
+        .map_or("", |e| e.message.as_str());
     tracing::warn!(route, %method, status = status.as_u16(), ms, error, "request");
-    Response::from_parts(parts, axum::body::Body::from(bytes))
+    response
 }

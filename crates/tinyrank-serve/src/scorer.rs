@@ -14,8 +14,7 @@ use std::time::Instant;
 
 use tinyrank_core::fast::Precision;
 use tinyrank_core::{
-    BertConfig, Checkpoint, DeviceChoice, Encoded, PairTokenizer, Reranker, Truncation,
-    select_device,
+    BertConfig, Checkpoint, DeviceChoice, Encoded, PairTokenizer, Reranker, select_device,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -41,7 +40,8 @@ pub struct ModelInfo {
     pub config: BertConfig,
     pub device: String,
     pub fused_cpu_path: bool,
-    /// Set to the server's max length and truncation; cloned into tokenising tasks.
+    /// Set to the server's max length (truncation longest-first, the tokenizer's default);
+    /// cloned into tokenising tasks.
     pub tokenizer: PairTokenizer,
 }
 
@@ -181,10 +181,6 @@ fn load(config: &ScorerConfig) -> Result<(Reranker, ModelInfo), String> {
     let mut reranker = Reranker::from_checkpoint(checkpoint, &selected.device);
     reranker.set_max_len(config.max_len).map_err(fail)?;
     reranker.set_precision(config.precision).map_err(fail)?;
-    reranker
-        .tokenizer
-        .set_truncation(Truncation::LongestFirst)
-        .map_err(fail)?;
     let info = ModelInfo {
         config: model_config,
         device: selected.description,
