@@ -1,5 +1,5 @@
-//! Criterion benches of CPU scoring: one batch of 32 synthetic pairs through the fused CPU path
-//! (f32 and int8) and through the burn model on flex, for the 3/384 student shape and the 2/128 one, with random
+//! Criterion benches of CPU scoring: one batch of 32 synthetic pairs through each CPU engine of
+//! `Reranker` (fused f32, fused int8, and the burn model on flex), for the 3/384 student shape and the 2/128 one, with random
 //! weights (speed does not depend on them). `tinyrank bench` covers every shape and backend,
 //! real text and peak memory; these track the CPU paths from commit to commit.
 //!
@@ -7,9 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tinyrank_core::burn::tensor::Device;
-use tinyrank_core::fast::{FastCrossEncoder, Precision};
-use tinyrank_core::model::Trace;
-use tinyrank_core::{Batch, BertConfig, Encoded};
+use tinyrank_core::{BertConfig, Encoded, EngineKind, PairTokenizer, Precision, Reranker};
 
 const BATCH: usize = 32;
 
@@ -29,30 +27,29 @@ fn scoring(c: &mut Criterion) {
     let mut group = c.benchmark_group("score 32 pairs");
     group.sample_size(10);
     group.throughput(Throughput::Elements(BATCH as u64));
+    // Synthetic ids need no vocabulary beyond BERT's special tokens.
+    let tokenizer = PairTokenizer::from_vocab("[PAD]\n[UNK]\n[CLS]\n[SEP]\n", None, "synthetic")
+        .expect("a minimal vocabulary");
+    let engines = [
+        ("fused", EngineKind::Fused(Precision::F32)),
+        ("fused int8", EngineKind::Fused(Precision::Int8)),
+        ("burn flex", EngineKind::Burn),
+    ];
     for (layers, hidden, heads) in [(3, 384, 12), (2, 128, 2)] {
         let config = BertConfig::new(30522, hidden, layers, heads, 4 * hidden);
         let model = tinyrank_core::weights::random_model(&config, &device);
-        let fast = FastCrossEncoder::from_model(&model, Precision::F32);
-        let int8 = FastCrossEncoder::from_model(&model, Precision::Int8);
-        for len in [128, 256] {
-            let encoded = pairs(len);
-            let rows: Vec<&Encoded> = encoded.iter().collect();
-            let batch = Batch::from_encoded(&encoded, 0, &device);
-            let name = format!("{layers}/{hidden} @ {len}");
-            group.bench_function(BenchmarkId::new("fused", &name), |b| {
-                b.iter(|| fast.score(&rows))
-            });
-            group.bench_function(BenchmarkId::new("fused int8", &name), |b| {
-                b.iter(|| int8.score(&rows))
-            });
-            group.bench_function(BenchmarkId::new("burn flex", &name), |b| {
-                b.iter(|| {
-                    model
-                        .forward(&batch, Trace::default())
-                        .ranking_scores()
-                        .into_data()
-                })
-            });
+        for (engine, kind) in engines {
+            let reranker =
+                Reranker::with_engine(model.clone(), tokenizer.clone(), device.clone(), kind)
+                    .expect("a CPU engine");
+            for len in [128, 256] {
+                let encoded = pairs(len);
+                let rows: Vec<&Encoded> = encoded.iter().collect();
+                let name = format!("{layers}/{hidden} @ {len}");
+                group.bench_function(BenchmarkId::new(engine, &name), |b| {
+                    b.iter(|| reranker.score_batch(&rows))
+                });
+            }
         }
     }
     group.finish();

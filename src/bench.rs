@@ -12,10 +12,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use tinyrank_core::checkpoint::CheckpointFiles;
-use tinyrank_core::fast::{FastCrossEncoder, Precision};
-use tinyrank_core::model::Trace;
 use tinyrank_core::{
-    BackendKind, Batch, BertConfig, Checkpoint, DeviceChoice, Encoded, Reranker, select_device,
+    BackendKind, BertConfig, Checkpoint, DeviceChoice, Encoded, EngineKind, PairTokenizer,
+    Precision, Reranker, select_device,
 };
 use tinyrank_distill::data::{Run, TextTable};
 use tinyrank_distill::rerank::{DatasetPaths, EmptyText, candidates};
@@ -393,21 +392,23 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
     let selected = select_device(device_choice)?;
     let device = &selected.device;
     let cpu_path = (selected.kind == BackendKind::Cpu).then(|| args.cpu_paths.first().copied());
-    let precision = match cpu_path.flatten() {
-        Some(CpuPath::Fast) => Some(Precision::F32),
-        Some(CpuPath::Int8) => Some(Precision::Int8),
-        Some(CpuPath::Burn) | None => None,
+    let engine = match cpu_path.flatten() {
+        Some(CpuPath::Fast) => EngineKind::Fused(Precision::F32),
+        Some(CpuPath::Int8) => EngineKind::Fused(Precision::Int8),
+        Some(CpuPath::Burn) | None => EngineKind::Burn,
     };
-    let (device_label, backend) = match precision {
-        Some(Precision::F32) => ("cpu".to_string(), "cpu (tinyrank fused path)".to_string()),
-        Some(Precision::Int8) => (
+    let (device_label, backend) = match engine {
+        EngineKind::Fused(Precision::F32) => {
+            ("cpu".to_string(), "cpu (tinyrank fused path)".to_string())
+        }
+        EngineKind::Fused(Precision::Int8) => (
             "cpu-int8".to_string(),
             "cpu (tinyrank fused path, int8 projections)".to_string(),
         ),
-        None if selected.kind == BackendKind::Cpu => {
+        EngineKind::Burn if selected.kind == BackendKind::Cpu => {
             ("cpu-burn".to_string(), selected.description.clone())
         }
-        None => (device_choice.to_string(), selected.description.clone()),
+        EngineKind::Burn => (device_choice.to_string(), selected.description.clone()),
     };
     // --model brings its tokenizer; random shapes borrow the shared teacher's for --text.
     let (model, shape, tokenizer, weights) = match &args.model {
@@ -436,22 +437,13 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
     let (rates, pairs, len_label, flops) = match &args.text {
         None => {
             let encoded = synthetic_pairs(args.batch_size, len);
-            let batch = Batch::from_encoded(&encoded, 0, device);
-            let fused = precision.map(|p| FastCrossEncoder::from_model(&model, p));
+            // Synthetic ids need no vocabulary beyond BERT's special tokens.
+            let tokenizer =
+                PairTokenizer::from_vocab("[PAD]\n[UNK]\n[CLS]\n[SEP]\n", None, "synthetic")?;
+            let reranker = Reranker::with_engine(model, tokenizer, device.clone(), engine)?;
             let rows: Vec<&Encoded> = encoded.iter().collect();
-            let score = || -> Result<()> {
-                match &fused {
-                    Some(fused) => {
-                        fused.score(&rows);
-                    }
-                    None => {
-                        let scores = model.forward(&batch, Trace::default()).ranking_scores();
-                        // Reading the scores waits for the device to finish the batch.
-                        scores.into_data();
-                    }
-                }
-                Ok(())
-            };
+            // Reading the scores waits for the device to finish the batch.
+            let score = || reranker.score_batch(&rows).map(drop);
             for _ in 0..args.warmup {
                 score()?;
             }
@@ -476,11 +468,7 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
                     CheckpointFiles::read(&teacher)?.tokenizer()?
                 }
             };
-            let mut reranker = Reranker::new(model, tokenizer, device.clone());
-            match precision {
-                Some(precision) => reranker.set_precision(precision)?,
-                None => reranker = reranker.without_fast_path(),
-            }
+            let mut reranker = Reranker::with_engine(model, tokenizer, device.clone(), engine)?;
             reranker.set_max_len(len)?;
             reranker.set_batch_size(args.batch_size)?;
             let encoded = real_pairs(&reranker, dir, args.text_queries)?;

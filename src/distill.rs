@@ -12,16 +12,15 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tinyrank_core::{Checkpoint, Reranker, TitleSource, WordWindows, select_device};
+use tinyrank_core::{
+    Checkpoint, DEFAULT_MAX_LEN, Precision, Reranker, TitleSource, WordWindows, select_device,
+};
 use tinyrank_distill::examples::{
     DocumentExamples, Example, from_dataset, from_documents, from_triples,
 };
-use tinyrank_distill::losses::LayerMap;
 use tinyrank_distill::rerank::EvalSet;
 use tinyrank_distill::student::{StudentSpec, build_student};
-use tinyrank_distill::train::{
-    Event, Method, Outcome, RunIdentity, TrainConfig, TrainSetup, train,
-};
+use tinyrank_distill::train::{Event, Outcome, RunIdentity, TrainConfig, TrainSetup, train};
 
 use crate::DeviceArgs;
 
@@ -37,9 +36,6 @@ pub struct DistillArgs {
     /// A checkpoint directory, teacher-layers:1,3,5 or random:layers=3,hidden=384,heads=12,ffn=1536.
     #[arg(long, default_value = "teacher-layers:1,3,5")]
     student: String,
-    /// simplified, standard, tinybert, margin-mse, listwise or labels.
-    #[arg(long, default_value = "simplified")]
-    method: Method,
     /// Training dataset directories (queries.tsv, collection.tsv, bm25.run, optional qrels.txt)
     /// [default: <assets>/data/trec-dl-2020, -2021, -2022].
     #[arg(long, value_delimiter = ',')]
@@ -101,40 +97,8 @@ pub struct DistillArgs {
     steps: Option<usize>,
     #[arg(long, default_value_t = 1.0)]
     epochs: f64,
-    /// Pairs per micro-batch.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
-    /// Micro-batches per optimiser step.
-    #[arg(long, default_value_t = 1)]
-    accumulation: usize,
-    #[arg(long, default_value_t = 1e-4)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.01)]
-    weight_decay: f64,
-    /// Fraction of steps of linear warm-up.
-    #[arg(long, default_value_t = 0.1)]
-    warmup: f64,
-    /// Global gradient-norm clip; 0 disables.
-    #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f64,
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    /// Standard KD's soft-loss weight.
-    #[arg(long, default_value_t = 0.5)]
-    alpha: f64,
-    /// Candidates of one query per group (margin-mse, listwise).
-    #[arg(long, default_value_t = 8)]
-    group_size: usize,
-    #[arg(long, default_value_t = 128)]
-    max_len: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// TinyBERT: fraction of the steps spent on its first (intermediate) step.
-    #[arg(long, default_value_t = 0.5)]
-    tinybert_split: f64,
-    /// attention=1,3,5;hidden=0,2,4,6 (default: the paper's uniform map).
-    #[arg(long)]
-    layer_map: Option<LayerMap>,
+    #[command(flatten)]
+    config: TrainConfig,
     #[arg(long, default_value_t = 50)]
     checkpoint_every: usize,
     #[command(flatten)]
@@ -258,27 +222,16 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
         .transpose()?;
     let spec: StudentSpec = args.student.parse().map_err(anyhow::Error::msg)?;
 
-    let mut config = TrainConfig::new(args.method, 1);
-    config.temperature = args.temperature;
-    config.alpha = args.alpha;
-    config.learning_rate = args.lr;
-    config.weight_decay = args.weight_decay;
-    config.warmup = args.warmup;
-    config.max_grad_norm = args.max_grad_norm;
-    config.batch_size = args.batch_size;
-    config.accumulation = args.accumulation;
-    config.group_size = args.group_size;
-    config.max_len = args.max_len;
-    config.seed = args.seed;
-    config.tinybert_split = args.tinybert_split;
-    config.layer_map = args.layer_map.clone();
+    let mut config = args.config.clone();
+    let method = config.method;
 
     let selected = select_device(args.device.device)?;
     eprintln!("device: {}", selected.description);
     let device = selected.device.clone();
+    let max_len = config.max_len;
     let filter_with_teacher =
         args.doc_passages == DocPassages::TeacherBest && !documents.is_empty();
-    let teacher = if args.method.needs_teacher() || evaluation.is_some() || filter_with_teacher {
+    let teacher = if method.needs_teacher() || evaluation.is_some() || filter_with_teacher {
         Some(Checkpoint::load(&teacher_dir, &device)?)
     } else {
         None
@@ -288,9 +241,10 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
         let mut scorer = Reranker::new(
             teacher.model.clone(),
             teacher.tokenizer.clone(),
-            device.clone(),
-        );
-        scorer.set_max_len(args.max_len)?;
+            &selected,
+            Precision::F32,
+        )?;
+        scorer.set_max_len(max_len)?;
         let kept = keep_teacher_best_passages(&scorer, &mut documents)?;
         eprintln!("teacher-best: kept {kept} passages of relevant documents");
     }
@@ -302,14 +256,15 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     let student = build_student(&spec, &teacher_dir, &device.clone().autodiff())?;
     eprintln!(
         "teacher {} ({} layers, {} hidden) -> student {} ({} layers, {} hidden); {} with {} \
-         examples, {} steps of {} pairs, max length {}",
+         examples, {} steps of {} pairs, max length {} (--max-len; training costs grow with \
+         length, so half of rerank's {DEFAULT_MAX_LEN})",
         teacher_dir.display(),
         teacher.as_ref().map_or(0, |t| t.model.num_layers()),
         teacher.as_ref().map_or(0, |t| t.model.hidden_size()),
         args.student,
         student.model.num_layers(),
         student.model.hidden_size(),
-        args.method,
+        method,
         examples.len(),
         config.steps,
         config.pairs_per_step(),
@@ -325,14 +280,22 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     };
     let mut eval_teacher = teacher
         .as_ref()
-        .map(|t| Reranker::new(t.model.clone(), t.tokenizer.clone(), device.clone()));
+        .map(|t| {
+            Reranker::new(
+                t.model.clone(),
+                t.tokenizer.clone(),
+                &selected,
+                Precision::F32,
+            )
+        })
+        .transpose()?;
     let setup = TrainSetup {
         config: config.clone(),
         identity,
-        teacher: teacher.filter(|_| args.method.needs_teacher()),
+        teacher: teacher.filter(|_| method.needs_teacher()),
         student,
         examples,
-        device: device.clone(),
+        device: selected.clone(),
         out_dir: args.out.clone(),
         resume: args.resume.clone(),
         checkpoint_every: args.checkpoint_every,
@@ -428,16 +391,11 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     if !args.no_teacher_eval
         && let Some(teacher) = eval_teacher.as_mut()
     {
-        rows.push(reranked_row(&evaluation, "teacher", teacher, args.max_len)?);
+        rows.push(reranked_row(&evaluation, "teacher", teacher, max_len)?);
     }
-    let mut student = Reranker::load(&student_dir, &device)?;
-    let name = format!("student ({})", args.method);
-    rows.push(reranked_row(
-        &evaluation,
-        &name,
-        &mut student,
-        args.max_len,
-    )?);
+    let mut student = Reranker::load(&student_dir, &selected, Precision::F32)?;
+    let name = format!("student ({})", method);
+    rows.push(reranked_row(&evaluation, &name, &mut student, max_len)?);
     let table = table(&evaluation, &rows);
     println!("{table}");
     tinyrank_distill::data::write_atomically(&args.out.join("results.md"), table.as_bytes())?;

@@ -8,10 +8,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tinyrank_core::fast::Precision;
 use tinyrank_core::{
-    Aggregation, DEFAULT_MAX_LEN, DeviceChoice, Reranker, SaveDtype, TitleSource, Truncation,
-    Windows, WordWindows, select_device,
+    Aggregation, DEFAULT_MAX_LEN, DeviceChoice, Precision, Reranker, SaveDtype, TitleSource,
+    Truncation, Windows, WordWindows, select_device,
 };
 use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
@@ -257,14 +256,16 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
 
     let selected = select_device(args.device.device)?;
     eprintln!("device: {}", selected.description);
-    let mut reranker = Reranker::load(&args.model, &selected.device)?;
+    let precision = if args.int8 {
+        Precision::Int8
+    } else {
+        Precision::F32
+    };
+    let mut reranker = Reranker::load(&args.model, &selected, precision)?;
     reranker.set_max_len(args.max_len)?;
     reranker.set_batch_size(args.batch_size)?;
-    if args.int8 {
-        reranker.set_precision(Precision::Int8)?;
-    }
     if args.truncate_passage_only {
-        reranker.tokenizer.set_truncation(Truncation::OnlyPassage)?;
+        reranker.set_truncation(Truncation::OnlyPassage);
     }
 
     let bar = match pairs {

@@ -91,7 +91,8 @@ fn saved_checkpoints_reload_with_fit_dense_and_the_same_scores() {
         ("what is a flea", "Paris is in France."),
     ];
     let score = |c: Checkpoint| {
-        let r = tinyrank_core::Reranker::from_checkpoint(c, &device);
+        let r = tinyrank_core::Reranker::from_checkpoint(c, &cpu(), tinyrank_core::Precision::F32)
+            .unwrap();
         pairs
             .iter()
             .map(|(q, p)| r.score(q, &[p]).unwrap()[0])

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use tinyrank_core::{
-    Checkpoint, DocumentEncoder, PairTokenizer, TitleSource, Truncation, Windows, WordWindows,
+    Checkpoint, Cut, DocumentEncoder, PairTokenizer, TitleSource, Truncation, Windows, WordWindows,
 };
 use tinyrank_distill::data::{Run, TextTable};
 
@@ -20,8 +20,31 @@ fn cranfield(file: &str) -> std::path::PathBuf {
     shared().join("data/cranfield").join(file)
 }
 
+/// The `tokenizers` crate itself, truncating pairs as transformers does.
+fn reference_tokenizer(max_len: usize, truncation: Truncation) -> tokenizers::Tokenizer {
+    use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+    let mut reference = tokenizers::Tokenizer::from_file(teacher_dir().join("tokenizer.json"))
+        .expect("the teacher's tokenizer.json");
+    reference.with_padding(None);
+    let strategy = match truncation {
+        Truncation::LongestFirst => TruncationStrategy::LongestFirst,
+        Truncation::OnlyPassage => TruncationStrategy::OnlySecond,
+    };
+    reference
+        .with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: max_len,
+            strategy,
+            stride: 0,
+        }))
+        .expect("valid truncation");
+    reference
+}
+
 /// DL19's first 300 BM25 pairs plus a query longer than the whole budget, at several lengths and
-/// both truncations: `join` must cut exactly where `encode_pair` (the tokenizers crate) does.
+/// both truncations: pairs tokenised whole and cut by a `Cut` equal what the `tokenizers` crate
+/// makes of the pair (only-passage falls back to longest-first when the query alone is too long,
+/// where the crate refuses).
 #[test]
 fn joined_pairs_equal_pairs_tokenised_together() {
     let queries = TextTable::read(&dl19().join("queries.tsv"), "query").unwrap();
@@ -42,16 +65,24 @@ fn joined_pairs_equal_pairs_tokenised_together() {
     let long_query = pairs[0].0.repeat(40);
     pairs.push((long_query.clone(), pairs[1].1.clone()));
     pairs.push((long_query, "short".into()));
-    let mut tokenizer = tokenizer();
+    let tokenizer = tokenizer();
     for truncation in [Truncation::LongestFirst, Truncation::OnlyPassage] {
-        tokenizer.set_truncation(truncation).unwrap();
         for max_len in [16, 33, 64, 128, 256] {
-            tokenizer.set_max_len(max_len).unwrap();
+            let cut = Cut::new(max_len).unwrap().with_truncation(truncation);
+            let reference = reference_tokenizer(max_len, truncation);
+            let fallback = reference_tokenizer(max_len, Truncation::LongestFirst);
             for (query, passage) in &pairs {
-                let alone = tokenizer.tokenize(&[query, passage]).unwrap();
-                let joined = tokenizer.join(&alone[0].ids, &alone[1].ids);
-                let together = tokenizer.encode_pair(query, passage).unwrap();
-                assert_eq!(joined, together, "{truncation:?} {max_len}: {query:?}");
+                let ours = tokenizer.encode_pair(query, passage, cut).unwrap();
+                let theirs = reference
+                    .encode((query.as_str(), passage.as_str()), true)
+                    .or_else(|_| fallback.encode((query.as_str(), passage.as_str()), true))
+                    .unwrap();
+                assert_eq!(
+                    ours.ids,
+                    theirs.get_ids(),
+                    "{truncation:?} {max_len}: {query:?}"
+                );
+                assert_eq!(ours.type_ids, theirs.get_type_ids());
             }
         }
     }
@@ -67,13 +98,15 @@ fn token_windows_fill_max_length_and_cover_the_document() {
         .iter()
         .max_by_key(|(_, text)| text.split_whitespace().count())
         .unwrap();
-    let mut tokenizer = tokenizer();
-    tokenizer.set_max_len(128).unwrap();
+    let tokenizer = tokenizer();
+    let cut = Cut::new(128).unwrap();
     let query = "what is the effect of the boundary layer on the shock wave";
     let tokens = tokenizer.tokenize(&[query, longest]).unwrap();
     let (query_ids, body) = (&tokens[0].ids, &tokens[1]);
     assert!(body.len() > 700, "{}", body.len());
-    let windows = tokenizer.token_windows(query_ids, &[], body, 50).unwrap();
+    let windows = tokenizer
+        .token_windows(query_ids, &[], body, 50, cut)
+        .unwrap();
     assert!(windows.len() > 10, "{}", windows.len());
     let prefix = query_ids.len() + 2;
     let mut covered = vec![false; body.len()];
@@ -108,7 +141,7 @@ fn token_windows_fill_max_length_and_cover_the_document() {
         .unwrap()
         .remove(0);
     let titled = tokenizer
-        .token_windows(query_ids, &title.ids, body, 50)
+        .token_windows(query_ids, &title.ids, body, 50, cut)
         .unwrap();
     assert!(
         titled
@@ -118,11 +151,15 @@ fn token_windows_fill_max_length_and_cover_the_document() {
     let empty = tokenizer.tokenize(&[""]).unwrap().remove(0);
     assert!(
         tokenizer
-            .token_windows(query_ids, &[], &empty, 50)
+            .token_windows(query_ids, &[], &empty, 50, cut)
             .unwrap()
             .is_empty()
     );
-    assert!(tokenizer.token_windows(query_ids, &[], body, 0).is_err());
+    assert!(
+        tokenizer
+            .token_windows(query_ids, &[], body, 0, cut)
+            .is_err()
+    );
 }
 
 /// The document encoder: word-window pairs equal pairs tokenised together; a document shared by
@@ -134,11 +171,12 @@ fn document_encoder_tokenises_each_text_once() {
         .iter()
         .map(|id| collection.get(id).unwrap())
         .collect();
-    let mut tokenizer = tokenizer();
-    tokenizer.set_max_len(96).unwrap();
+    let tokenizer = tokenizer();
+    let cut = Cut::new(96).unwrap();
     let windows = WordWindows::new(60, 30).unwrap();
     let mut encoder = DocumentEncoder::new(
         &tokenizer,
+        cut,
         Windows::Words(windows),
         TitleSource::FirstSentence,
     );
@@ -150,7 +188,7 @@ fn document_encoder_tokenises_each_text_once() {
         let (title, body) = TitleSource::FirstSentence.split(text);
         assert!(title.is_some(), "Cranfield documents open with their title");
         for passage in windows.split(body, title) {
-            expected.push((d, tokenizer.encode_pair(query, &passage).unwrap()));
+            expected.push((d, tokenizer.encode_pair(query, &passage, cut).unwrap()));
         }
     }
     assert_eq!(
@@ -173,7 +211,7 @@ fn document_encoder_tokenises_each_text_once() {
     // Empty documents have no passages; one enormous token is one (truncated) passage.
     let enormous = "x".repeat(100_000);
     for windows in [Windows::Words(windows), Windows::Tokens { stride: 40 }] {
-        let mut encoder = DocumentEncoder::new(&tokenizer, windows, TitleSource::None);
+        let mut encoder = DocumentEncoder::new(&tokenizer, cut, windows, TitleSource::None);
         let pairs = encoder.encode(query, &["", "  \t ", &enormous]).unwrap();
         assert_eq!(pairs.document, [2], "{windows:?}");
         assert!(pairs.pairs[0].ids.len() <= 96);

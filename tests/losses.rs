@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use serde::Deserialize;
 use tinyrank_core::burn::tensor::{Device, Int, Tensor, TensorData};
-use tinyrank_core::model::ranking_scores;
+use tinyrank_core::rules::ranking_scores;
 use tinyrank_core::{Batch, Checkpoint, Trace};
 use tinyrank_distill::data::TextTable;
 use tinyrank_distill::losses::{
@@ -77,14 +77,14 @@ fn golden() -> Golden {
 /// The golden batch, its token ids checked against torch's.
 fn golden_batch(golden: &Golden, student: &Checkpoint, device: &Device) -> Batch {
     let queries = TextTable::read(&dl19().join("queries.tsv"), "query").unwrap();
-    let mut tokenizer = student.tokenizer.clone();
-    tokenizer.set_max_len(golden.max_len).unwrap();
+    let tokenizer = student.tokenizer.clone();
+    let cut = tinyrank_core::Cut::new(golden.max_len).unwrap();
     let encoded: Vec<_> = golden
         .pairs
         .iter()
         .map(|[a, b]| {
             tokenizer
-                .encode_pair(queries.get(a).unwrap(), queries.get(b).unwrap())
+                .encode_pair(queries.get(a).unwrap(), queries.get(b).unwrap(), cut)
                 .unwrap()
         })
         .collect();

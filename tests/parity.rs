@@ -6,8 +6,9 @@ mod common;
 use common::*;
 use serde::Deserialize;
 use tinyrank_core::burn::tensor::Device;
-use tinyrank_core::fast::Precision;
-use tinyrank_core::{Batch, Checkpoint, CrossEncoder, PairTokenizer, Reranker, Trace};
+use tinyrank_core::{
+    Batch, Checkpoint, CrossEncoder, Cut, EngineKind, PairTokenizer, Precision, Reranker, Trace,
+};
 use tinyrank_distill::data::TextTable;
 
 #[derive(Deserialize)]
@@ -68,13 +69,14 @@ fn pair_texts(golden: &Golden) -> Vec<(String, String)> {
 fn logits_one_by_one(
     model: &CrossEncoder,
     tokenizer: &PairTokenizer,
+    cut: Cut,
     pairs: &[(String, String)],
     device: &Device,
 ) -> Vec<Vec<f32>> {
     pairs
         .iter()
         .map(|(q, p)| {
-            let e = tokenizer.encode_pair(q, p).unwrap();
+            let e = tokenizer.encode_pair(q, p, cut).unwrap();
             let batch = Batch::from_encoded([&e], tokenizer.pad_id(), device);
             model
                 .forward(&batch, Trace::default())
@@ -90,12 +92,13 @@ fn logits_one_by_one(
 fn logits_padded(
     model: &CrossEncoder,
     tokenizer: &PairTokenizer,
+    cut: Cut,
     pairs: &[(String, String)],
     device: &Device,
 ) -> Vec<Vec<f32>> {
     let encoded: Vec<_> = pairs
         .iter()
-        .map(|(q, p)| tokenizer.encode_pair(q, p).unwrap())
+        .map(|(q, p)| tokenizer.encode_pair(q, p, cut).unwrap())
         .collect();
     let batch = Batch::from_encoded(&encoded, tokenizer.pad_id(), device);
     let logits = model.forward(&batch, Trace::default()).logits;
@@ -124,11 +127,11 @@ fn teacher_parity(device: &Device, tolerance: f32) {
     let golden = golden();
     let pairs = pair_texts(&golden);
     let checkpoint = Checkpoint::load(&teacher_dir(), device).unwrap();
-    let mut tokenizer = checkpoint.tokenizer.clone();
-    tokenizer.set_max_len(golden.max_len).unwrap();
-    let alone = logits_one_by_one(&checkpoint.model, &tokenizer, &pairs, device);
+    let tokenizer = checkpoint.tokenizer.clone();
+    let cut = Cut::new(golden.max_len).unwrap();
+    let alone = logits_one_by_one(&checkpoint.model, &tokenizer, cut, &pairs, device);
     assert_close(&alone, &golden.teacher.logits, tolerance, "teacher logits");
-    let padded = logits_padded(&checkpoint.model, &tokenizer, &pairs[..8], device);
+    let padded = logits_padded(&checkpoint.model, &tokenizer, cut, &pairs[..8], device);
     assert_close(
         &padded,
         &golden.teacher.padded_batch_logits,
@@ -142,16 +145,16 @@ fn token_ids_equal_the_python_tokenizer() {
     let golden = golden();
     let pairs = pair_texts(&golden);
     let device = Device::flex();
-    let mut tokenizer = Checkpoint::load(&teacher_dir(), &device).unwrap().tokenizer;
+    let tokenizer = Checkpoint::load(&teacher_dir(), &device).unwrap().tokenizer;
     for max_len in [golden.max_len, 128] {
-        tokenizer.set_max_len(max_len).unwrap();
+        let cut = Cut::new(max_len).unwrap();
         let want = if max_len == 128 {
             &golden.teacher.input_ids_128
         } else {
             &golden.teacher.input_ids
         };
         for (i, (q, p)) in pairs.iter().enumerate() {
-            let e = tokenizer.encode_pair(q, p).unwrap();
+            let e = tokenizer.encode_pair(q, p, cut).unwrap();
             assert_eq!(&e.ids, &want[i], "pair {i} at max_len {max_len}");
             if max_len == golden.max_len {
                 assert_eq!(
@@ -192,11 +195,11 @@ fn encoder_hidden_states_match_transformers() {
             .iter()
             .any(|n| n.starts_with("classifier."))
     );
-    let mut tokenizer = checkpoint.tokenizer.clone();
-    tokenizer.set_max_len(golden.max_len).unwrap();
+    let tokenizer = checkpoint.tokenizer.clone();
+    let cut = Cut::new(golden.max_len).unwrap();
     let width = checkpoint.model.hidden_size();
     for (want, (q, p)) in golden.encoder.iter().zip(&pairs) {
-        let e = tokenizer.encode_pair(q, p).unwrap();
+        let e = tokenizer.encode_pair(q, p, cut).unwrap();
         assert_eq!(e.ids, want.input_ids);
         let batch = Batch::from_encoded([&e], tokenizer.pad_id(), &device);
         let out = checkpoint.model.forward(
@@ -233,18 +236,18 @@ fn tiny_two_logit_f16_vocab_txt_checkpoint_matches_transformers() {
     let device = Device::flex();
     let checkpoint = Checkpoint::load(&golden_dir().join("tiny-2logit"), &device).unwrap();
     assert_eq!(checkpoint.model.num_labels(), 2);
-    let mut tokenizer = checkpoint.tokenizer.clone();
-    tokenizer.set_max_len(golden.max_len).unwrap();
+    let tokenizer = checkpoint.tokenizer.clone();
+    let cut = Cut::new(golden.max_len).unwrap();
     for (i, (q, p)) in pairs.iter().enumerate() {
         assert_eq!(
-            tokenizer.encode_pair(q, p).unwrap().ids,
+            tokenizer.encode_pair(q, p, cut).unwrap().ids,
             golden.tiny.input_ids[i],
             "pair {i}"
         );
     }
-    let alone = logits_one_by_one(&checkpoint.model, &tokenizer, &pairs, &device);
+    let alone = logits_one_by_one(&checkpoint.model, &tokenizer, cut, &pairs, &device);
     assert_close(&alone, &golden.tiny.logits, 1e-4, "tiny logits");
-    let padded = logits_padded(&checkpoint.model, &tokenizer, &pairs[..8], &device);
+    let padded = logits_padded(&checkpoint.model, &tokenizer, cut, &pairs[..8], &device);
     assert_close(
         &padded,
         &golden.tiny.padded_batch_logits,
@@ -253,7 +256,7 @@ fn tiny_two_logit_f16_vocab_txt_checkpoint_matches_transformers() {
     );
 
     // A 2-logit ranking score is logit[1] - logit[0].
-    let mut reranker = Reranker::from_checkpoint(checkpoint, &device);
+    let mut reranker = Reranker::from_checkpoint(checkpoint, &cpu(), Precision::F32).unwrap();
     reranker.set_max_len(golden.max_len).unwrap();
     let scores = reranker.score(&pairs[0].0, &[pairs[0].1.as_str()]).unwrap();
     let want = golden.tiny.logits[0][1] - golden.tiny.logits[0][0];
@@ -264,8 +267,7 @@ fn tiny_two_logit_f16_vocab_txt_checkpoint_matches_transformers() {
 fn scores_do_not_depend_on_batch_composition() {
     let golden = golden();
     let pairs = pair_texts(&golden);
-    let device = Device::flex();
-    let mut reranker = Reranker::load(&teacher_dir(), &device).unwrap();
+    let mut reranker = Reranker::load(&teacher_dir(), &cpu(), Precision::F32).unwrap();
     let query = &pairs[0].0;
     // The same query against every golden passage, scored in batches of different make-up.
     let passages: Vec<&str> = pairs.iter().map(|(_, p)| p.as_str()).collect();
@@ -295,12 +297,13 @@ fn dl19_candidates(queries: usize) -> Vec<(String, Vec<String>)> {
 
 /// Scores of the fused CPU path and of the burn model for the same pairs.
 fn both_paths(checkpoint: Checkpoint, max_len: usize, pairs: &[(String, Vec<String>)]) -> f32 {
-    let device = Device::flex();
-    let mut fast = Reranker::from_checkpoint(checkpoint, &device);
-    assert!(fast.uses_fast_path(), "the CPU device takes the fused path");
+    let mut fast = Reranker::from_checkpoint(checkpoint, &cpu(), Precision::F32).unwrap();
+    let fused = EngineKind::Fused(Precision::F32);
+    assert_eq!(fast.engine(), fused, "the CPU device takes the fused path");
     fast.set_max_len(max_len).unwrap();
-    let tokenizer = fast.tokenizer.clone();
-    let mut reference = Reranker::new(fast.model().clone(), tokenizer, device).without_fast_path();
+    let (model, tokenizer) = (fast.model().clone(), fast.tokenizer.clone());
+    let mut reference =
+        Reranker::with_engine(model, tokenizer, Device::flex(), EngineKind::Burn).unwrap();
     reference.set_max_len(max_len).unwrap();
     let mut worst = 0.0f32;
     for (query, passages) in pairs {
@@ -347,11 +350,13 @@ fn int8_path_ranks_dl19_like_f32() {
     let device = Device::flex();
     let set = tinyrank_distill::rerank::EvalSet::read(&dl19(), 100).unwrap();
     let teacher = Checkpoint::load(&teacher_dir(), &device).unwrap();
-    let mut reranker = Reranker::from_checkpoint(teacher, &device);
-    reranker.set_max_len(256).unwrap();
-    let exact = set.rerank(&reranker, |_| {}).unwrap();
-    reranker.set_precision(Precision::Int8).unwrap();
-    let int8 = set.rerank(&reranker, |_| {}).unwrap();
+    let model = teacher.model.clone();
+    let reranker = |precision| {
+        let r = Reranker::new(model.clone(), teacher.tokenizer.clone(), &cpu(), precision);
+        r.unwrap()
+    };
+    let exact = set.rerank(&reranker(Precision::F32), |_| {}).unwrap();
+    let int8 = set.rerank(&reranker(Precision::Int8), |_| {}).unwrap();
 
     let (mut differences, mut swapped, mut pairs) = (Vec::new(), 0usize, 0usize);
     for qid in &set.run.query_ids {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use tinyrank_core::burn::tensor::Device;
-use tinyrank_core::{Checkpoint, Reranker};
+use tinyrank_core::{Checkpoint, Precision, Reranker};
 use tinyrank_distill::student::{StudentSpec, build_student};
 
 fn weights(t: tinyrank_core::burn::tensor::Tensor<2>) -> Vec<f32> {
@@ -17,7 +17,8 @@ fn students_from_teacher_layers_and_from_scratch() {
     let teacher_dir = golden_dir().join("tiny-2logit");
     let pairs = ["a flea is an insect", "paris is a city in france"];
     let score = |c: Checkpoint| {
-        Reranker::from_checkpoint(c, &device)
+        Reranker::from_checkpoint(c, &cpu(), Precision::F32)
+            .unwrap()
             .score("what is a flea", &pairs)
             .unwrap()
     };

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
-use tinyrank_core::Checkpoint;
 use tinyrank_core::burn::tensor::Device;
+use tinyrank_core::{Checkpoint, SelectedDevice};
 use tinyrank_distill::examples::{Example, from_dataset};
 use tinyrank_distill::train::{
     Event, Method, Outcome, RunIdentity, TrainConfig, TrainError, TrainSetup, read_f32_safetensors,
@@ -23,11 +23,12 @@ fn examples() -> Vec<Example> {
 }
 
 fn setup(config: TrainConfig, out: &Path) -> TrainSetup {
-    setup_on(config, out, Device::flex())
+    setup_on(config, out, cpu())
 }
 
-fn setup_on(config: TrainConfig, out: &Path, device: Device) -> TrainSetup {
+fn setup_on(config: TrainConfig, out: &Path, selected: SelectedDevice) -> TrainSetup {
     let examples = examples();
+    let device = selected.device.clone();
     let teacher_dir = golden_dir().join("tiny-2logit");
     TrainSetup {
         identity: RunIdentity {
@@ -45,7 +46,7 @@ fn setup_on(config: TrainConfig, out: &Path, device: Device) -> TrainSetup {
         )
         .unwrap(),
         examples,
-        device,
+        device: selected,
         out_dir: out.to_path_buf(),
         resume: None,
         checkpoint_every: 2,
@@ -223,13 +224,13 @@ fn pairs_that_cannot_be_distilled_are_refused() {
 /// same weights. A small learning rate bounds what Adam's sign-like first steps can amplify.
 #[test]
 fn training_on_wgpu_matches_the_cpu() {
-    let Some(gpu) = gpu_device() else {
+    let Some(gpu) = gpu() else {
         return;
     };
     let mut config = config(Method::Simplified);
     config.steps = 3;
     config.learning_rate = 1e-5;
-    let weights = |device: Device| {
+    let weights = |device: SelectedDevice| {
         let out = tempfile::tempdir().unwrap();
         train(
             setup_on(config.clone(), out.path(), device),
@@ -242,7 +243,7 @@ fn training_on_wgpu_matches_the_cpu() {
             .into_iter()
             .collect::<Vec<_>>()
     };
-    let (cpu, gpu) = (weights(Device::flex()), weights(gpu));
+    let (cpu, gpu) = (weights(cpu()), weights(gpu));
     let mut worst = 0f32;
     for ((name, a), (other, b)) in cpu.iter().zip(&gpu) {
         assert_eq!(name, other);

@@ -1,7 +1,7 @@
 // tinyrank in JavaScript: load a Hugging Face cross-encoder checkpoint and rerank passages with
 // it, on WebGPU when the browser has it and on the CPU (WebAssembly) otherwise. The model,
-// tokenizer and scoring are tinyrank-core compiled to wasm32; this file only fetches files,
-// picks the device and sorts.
+// tokenizer, scoring and device policy are tinyrank-core compiled to wasm32; this file only
+// fetches files, reports what WebGPU adapter the page has and sorts.
 import init, { Bm25 as WasmBm25, Reranker as WasmReranker } from "./pkg/tinyrank_wasm.js";
 
 const isNode = typeof process !== "undefined" && !!process.versions?.node;
@@ -29,7 +29,7 @@ async function webGpuAdapter() {
 }
 
 /** A software adapter (Chromium's SwiftShader): a CPU emulation of a GPU, far slower than
- * the CPU backend, so "auto" does not pick it. */
+ * the CPU backend, which tinyrank-core's device policy tells "auto" to skip. */
 function isFallbackAdapter(adapter) {
   return Boolean(adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter);
 }
@@ -127,14 +127,9 @@ export class Reranker {
     } else {
       throw new TypeError("tinyrank: load() needs a checkpoint URL or { config, weights, tokenizer }");
     }
-    let wanted = device;
-    if (device !== "cpu") {
-      const adapter = await webGpuAdapter();
-      if (device === "webgpu" && !adapter) {
-        throw new Error("tinyrank: this browser gives WebGPU no adapter");
-      }
-      if (device === "auto" && (!adapter || isFallbackAdapter(adapter))) wanted = "cpu";
-    }
+    // The page reports what it has; tinyrank-core's device policy decides.
+    const adapter = device === "cpu" ? null : await webGpuAdapter();
+    const facts = !adapter ? "none" : isFallbackAdapter(adapter) ? "software" : "hardware";
     const config = new TextDecoder().decode(files.config);
     const inner = await WasmReranker.fromFiles(
       config,
@@ -142,7 +137,8 @@ export class Reranker {
       files.tokenizer.name,
       files.tokenizer.bytes,
       files.tokenizerConfig,
-      wanted,
+      device,
+      facts,
       files.origin,
     );
     return new Reranker(inner);

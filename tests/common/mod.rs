@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tinyrank_core::burn::tensor::Device;
-use tinyrank_core::{DeviceChoice, select_device};
+use tinyrank_core::{DeviceChoice, SelectedDevice, select_device};
 
 /// The shared assets (models/, data/): `$TINYRANK_SHARED`, else `../shared` beside the repo.
 pub fn shared() -> PathBuf {
@@ -37,13 +37,23 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// burn's CPU device, as `--device cpu` selects it.
+pub fn cpu() -> SelectedDevice {
+    SelectedDevice::cpu("")
+}
+
 /// The wgpu device, or None (test skipped, said on stderr) when this machine has no adapter.
 /// CI sets TINYRANK_REQUIRE_GPU=1 so that a missing adapter fails instead.
 pub fn gpu_device() -> Option<Device> {
+    gpu().map(|selected| selected.device)
+}
+
+/// The selected wgpu device, or None as for [`gpu_device`].
+pub fn gpu() -> Option<SelectedDevice> {
     match select_device(DeviceChoice::Gpu) {
         Ok(selected) => {
             eprintln!("wgpu device: {}", selected.description);
-            Some(selected.device)
+            Some(selected)
         }
         Err(e) if std::env::var_os("TINYRANK_REQUIRE_GPU").is_none() => {
             eprintln!("skipping the wgpu check: {e}");

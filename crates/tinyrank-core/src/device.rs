@@ -22,7 +22,8 @@ impl FromStr for DeviceChoice {
         match s {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
-            "gpu" => Ok(Self::Gpu),
+            // The browser's name for its GPU.
+            "gpu" | "webgpu" => Ok(Self::Gpu),
             other => Err(Error::Input(format!(
                 "unknown device \"{other}\": expected auto, cpu or gpu"
             ))),
@@ -56,32 +57,85 @@ pub struct SelectedDevice {
     pub description: String,
 }
 
-fn cpu(reason: &str) -> SelectedDevice {
-    SelectedDevice {
-        device: Device::flex(),
-        kind: BackendKind::Cpu,
-        software: false,
-        description: format!("cpu (burn flex){reason}"),
+impl SelectedDevice {
+    /// burn's CPU backend (flex); `reason` is appended to the description.
+    pub fn cpu(reason: &str) -> Self {
+        Self {
+            device: Device::flex(),
+            kind: BackendKind::Cpu,
+            software: false,
+            description: format!("cpu (burn flex){reason}"),
+        }
     }
 }
 
-/// Picks the device for `choice`. Never panics when there is no GPU: `auto` falls back to the
-/// CPU and says so, `gpu` is an error.
+/// What is known about the GPU adapter when the device is chosen: found (and whether it is a
+/// software emulation such as Mesa lavapipe or Chromium's SwiftShader), or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdapterFacts {
+    Found { software: bool, description: String },
+    Missing(String),
+}
+
+/// The decision of [`choose`]: the kind of backend, and for the CPU the reason when a GPU
+/// was possible (empty when the CPU was asked for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub kind: BackendKind,
+    pub reason: String,
+}
+
+/// The device policy, the same natively and in the browser: `cpu` is the CPU; `gpu` is any
+/// adapter, software ones included, and an error without one; `auto` is a hardware adapter,
+/// else the CPU with the reason (a software adapter is far slower than the CPU backend).
+pub fn choose(request: DeviceChoice, adapter: &AdapterFacts) -> Result<Decision, Error> {
+    let cpu = |reason: String| {
+        Ok(Decision {
+            kind: BackendKind::Cpu,
+            reason,
+        })
+    };
+    let gpu = Decision {
+        kind: BackendKind::Gpu,
+        reason: String::new(),
+    };
+    match (request, adapter) {
+        (DeviceChoice::Cpu, _) => cpu(String::new()),
+        (DeviceChoice::Gpu, AdapterFacts::Found { .. }) => Ok(gpu),
+        (DeviceChoice::Gpu, AdapterFacts::Missing(why)) => {
+            Err(Error::Device(format!("the GPU was asked for: {why}")))
+        }
+        (
+            DeviceChoice::Auto,
+            AdapterFacts::Found {
+                software: false, ..
+            },
+        ) => Ok(gpu),
+        (DeviceChoice::Auto, AdapterFacts::Found { description, .. }) => cpu(format!(
+            "; auto skipped the only GPU adapter, {description}, as slower than the CPU backend"
+        )),
+        (DeviceChoice::Auto, AdapterFacts::Missing(why)) => cpu(format!("; no GPU: {why}")),
+    }
+}
+
+/// Picks the device for `choice` by [`choose`]. Never panics when there is no GPU: `auto`
+/// falls back to the CPU and says so, `gpu` is an error.
 pub fn select_device(choice: DeviceChoice) -> Result<SelectedDevice, Error> {
-    match choice {
-        DeviceChoice::Cpu => Ok(cpu("")),
-        DeviceChoice::Gpu => match gpu::adapter()? {
-            Ok(gpu) => Ok(gpu),
-            Err(why) => Err(Error::Device(format!("--device gpu: {why}"))),
+    if choice == DeviceChoice::Cpu {
+        return Ok(SelectedDevice::cpu(""));
+    }
+    let adapter = gpu::adapter();
+    let facts = match &adapter {
+        Ok(gpu) => AdapterFacts::Found {
+            software: gpu.software,
+            description: gpu.description.clone(),
         },
-        DeviceChoice::Auto => match gpu::adapter()? {
-            Ok(gpu) if !gpu.software => Ok(gpu),
-            Ok(gpu) => Ok(cpu(&format!(
-                "; auto skipped the only GPU adapter, {}, as slower than the CPU backend",
-                gpu.description
-            ))),
-            Err(why) => Ok(cpu(&format!("; no GPU: {why}"))),
-        },
+        Err(why) => AdapterFacts::Missing(why.clone()),
+    };
+    let decision = choose(choice, &facts)?;
+    match (decision.kind, adapter) {
+        (BackendKind::Gpu, Ok(gpu)) => Ok(gpu),
+        _ => Ok(SelectedDevice::cpu(&decision.reason)),
     }
 }
 
@@ -93,13 +147,12 @@ mod gpu {
     use burn::tensor::wgpu::wgpu::DeviceType;
 
     use super::{BackendKind, SelectedDevice};
-    use crate::Error;
 
     /// burn registers a wgpu runtime once per process, so the first outcome is kept.
     static ADAPTER: OnceLock<Result<SelectedDevice, String>> = OnceLock::new();
 
-    pub fn adapter() -> Result<Result<SelectedDevice, String>, Error> {
-        Ok(ADAPTER
+    pub fn adapter() -> Result<SelectedDevice, String> {
+        ADAPTER
             .get_or_init(|| {
                 let (device, setup): (Device, _) = Device::wgpu_options()
                     .init_with_setup()
@@ -118,18 +171,44 @@ mod gpu {
                     ),
                 })
             })
-            .clone())
+            .clone()
     }
 }
 
 #[cfg(not(all(feature = "gpu", not(target_arch = "wasm32"))))]
 mod gpu {
     use super::SelectedDevice;
-    use crate::Error;
 
-    pub fn adapter() -> Result<Result<SelectedDevice, String>, Error> {
-        Ok(Err(
-            "this build of tinyrank has no GPU backend (build with the `gpu` feature)".into(),
-        ))
+    pub fn adapter() -> Result<SelectedDevice, String> {
+        Err("this build of tinyrank has no GPU backend (build with the `gpu` feature)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_in_every_case() {
+        let hardware = AdapterFacts::Found {
+            software: false,
+            description: "H200".into(),
+        };
+        let software = AdapterFacts::Found {
+            software: true,
+            description: "lavapipe".into(),
+        };
+        let missing = AdapterFacts::Missing("no adapter".into());
+        let kind = |request, facts: &AdapterFacts| choose(request, facts).map(|d| d.kind).ok();
+        use BackendKind::{Cpu, Gpu};
+        use DeviceChoice::{Auto, Cpu as AskCpu, Gpu as AskGpu};
+        assert_eq!(kind(Auto, &hardware), Some(Gpu));
+        assert_eq!(kind(Auto, &software), Some(Cpu));
+        assert_eq!(kind(Auto, &missing), Some(Cpu));
+        assert_eq!(kind(AskGpu, &software), Some(Gpu));
+        assert_eq!(kind(AskGpu, &missing), None);
+        assert_eq!(kind(AskCpu, &hardware), Some(Cpu));
+        let reason = choose(Auto, &software).unwrap().reason;
+        assert!(reason.contains("lavapipe"), "{reason}");
     }
 }

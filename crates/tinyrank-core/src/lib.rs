@@ -4,11 +4,14 @@
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod engine;
 #[cfg(not(target_arch = "wasm32"))]
-pub mod fast;
+mod fast;
 pub mod model;
+mod params;
 pub mod passages;
 pub mod reranker;
+pub mod rules;
 pub mod tokenizer;
 pub mod weights;
 
@@ -16,12 +19,13 @@ pub use burn;
 pub use checkpoint::Checkpoint;
 pub use config::BertConfig;
 pub use device::{BackendKind, DeviceChoice, SelectedDevice, select_device};
+pub use engine::{EngineKind, Precision};
 pub use model::{Batch, CrossEncoder, Output, Trace};
 pub use passages::{
     Aggregation, DocumentEncoder, DocumentPairs, TitleSource, Windows, WordWindows,
 };
 pub use reranker::Reranker;
-pub use tokenizer::{DEFAULT_MAX_LEN, Encoded, PairTokenizer, Tokens, Truncation};
+pub use tokenizer::{Cut, DEFAULT_MAX_LEN, Encoded, PairTokenizer, Tokens, Truncation};
 pub use weights::SaveDtype;
 
 /// Everything that can go wrong in tinyrank-core. Each message names the file or input at fault.

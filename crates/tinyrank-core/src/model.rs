@@ -5,15 +5,18 @@
 //! what distillation trains, so it can also hand back each layer's pre-softmax attention scores
 //! and every hidden state.
 
-use burn::module::{Module, Param};
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
+use burn::module::Module;
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::Error;
 use crate::config::{Activation, BertConfig};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::params::{ParamRef, push_linear, push_norm};
+use crate::params::{ParamSource, embedding, layer_norm, linear, names};
+use crate::rules;
 use crate::tokenizer::Encoded;
-use crate::weights::ParamSource;
 
 /// Added to the attention scores of padded keys so softmax gives them no weight. Finite, so a
 /// fully padded row (which never occurs: [CLS] is always there) could not produce NaN.
@@ -90,23 +93,9 @@ pub struct Output {
 }
 
 impl Output {
-    /// The ranking score: the logit of a 1-logit head, `logit[1] - logit[0]` of a 2-logit head
-    /// (the log-odds of relevance, so it orders like softmax[1]).
+    /// The ranking score of each pair ([`rules::ranking_score`]).
     pub fn ranking_scores(&self) -> Tensor<1> {
-        ranking_scores(self.logits.clone())
-    }
-}
-
-/// See [`Output::ranking_scores`].
-pub fn ranking_scores(logits: Tensor<2>) -> Tensor<1> {
-    let [batch, labels] = logits.dims();
-    match labels {
-        1 => logits.reshape([batch]),
-        _ => {
-            let positive = logits.clone().narrow(1, 1, 1);
-            let negative = logits.narrow(1, 0, 1);
-            (positive - negative).reshape([batch])
-        }
+        rules::ranking_scores(self.logits.clone())
     }
 }
 
@@ -162,8 +151,7 @@ impl EncoderLayer {
             t.reshape([batch, len, self.heads, head_dim])
                 .swap_dims(1, 2)
         };
-        // Scaling q before the product costs len*width multiplies instead of len*len*heads.
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        let scale = rules::attention_scale(head_dim);
         let query = split_heads(self.query.forward(hidden.clone()) * scale);
         let key = split_heads(self.key.forward(hidden.clone()));
         let value = split_heads(self.value.forward(hidden.clone()));
@@ -180,11 +168,7 @@ impl EncoderLayer {
             .forward(self.attention_output.forward(context) + hidden);
 
         let inner = self.intermediate.forward(attended.clone());
-        let inner = match self.activation {
-            Activation::Gelu => gelu(inner),
-            Activation::GeluTanh => gelu_approximate(inner),
-            Activation::Relu => relu(inner),
-        };
+        let inner = self.activation.apply(inner);
         let out = self
             .output_norm
             .forward(self.output.forward(inner) + attended);
@@ -205,44 +189,29 @@ pub struct CrossEncoder {
 
 impl CrossEncoder {
     /// Builds the network for `config`, taking every parameter from `source` (a checkpoint or
-    /// a random initialiser) in Hugging Face naming.
+    /// a random initialiser) by its name in [`crate::params::names`].
     pub(crate) fn build(config: &BertConfig, source: &mut dyn ParamSource) -> Result<Self, Error> {
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
         let embeddings = Embeddings {
-            word: embedding(source, "embeddings.word_embeddings", config.vocab_size, h)?,
-            position: embedding(
-                source,
-                "embeddings.position_embeddings",
-                config.max_position_embeddings,
-                h,
-            )?,
-            token_type: embedding(
-                source,
-                "embeddings.token_type_embeddings",
-                config.type_vocab_size,
-                h,
-            )?,
-            layer_norm: layer_norm(source, "embeddings.LayerNorm", h, eps)?,
+            word: embedding(source, names::WORD, config.vocab_size, h)?,
+            position: embedding(source, names::POSITION, config.max_position_embeddings, h)?,
+            token_type: embedding(source, names::TOKEN_TYPE, config.type_vocab_size, h)?,
+            layer_norm: layer_norm(source, names::EMBEDDING_NORM, h, eps)?,
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
-            let p = format!("encoder.layer.{i}");
+            let at = |module| names::layer(i, module);
             let ffn = config.intermediate_size;
             layers.push(EncoderLayer {
-                query: linear(source, &format!("{p}.attention.self.query"), h, h)?,
-                key: linear(source, &format!("{p}.attention.self.key"), h, h)?,
-                value: linear(source, &format!("{p}.attention.self.value"), h, h)?,
-                attention_output: linear(source, &format!("{p}.attention.output.dense"), h, h)?,
-                attention_norm: layer_norm(
-                    source,
-                    &format!("{p}.attention.output.LayerNorm"),
-                    h,
-                    eps,
-                )?,
-                intermediate: linear(source, &format!("{p}.intermediate.dense"), h, ffn)?,
-                output: linear(source, &format!("{p}.output.dense"), ffn, h)?,
-                output_norm: layer_norm(source, &format!("{p}.output.LayerNorm"), h, eps)?,
+                query: linear(source, &at(names::QUERY), h, h)?,
+                key: linear(source, &at(names::KEY), h, h)?,
+                value: linear(source, &at(names::VALUE), h, h)?,
+                attention_output: linear(source, &at(names::ATTENTION_OUTPUT), h, h)?,
+                attention_norm: layer_norm(source, &at(names::ATTENTION_NORM), h, eps)?,
+                intermediate: linear(source, &at(names::INTERMEDIATE), h, ffn)?,
+                output: linear(source, &at(names::OUTPUT), ffn, h)?,
+                output_norm: layer_norm(source, &at(names::OUTPUT_NORM), h, eps)?,
                 heads: config.num_attention_heads,
                 activation: config.hidden_act,
             });
@@ -250,10 +219,48 @@ impl CrossEncoder {
         Ok(Self {
             embeddings,
             layers,
-            pooler: linear(source, "pooler.dense", h, h)?,
-            classifier: linear(source, "classifier", h, config.num_labels())?,
+            pooler: linear(source, names::POOLER, h, h)?,
+            classifier: linear(source, names::CLASSIFIER, h, config.num_labels())?,
             layer_norm_eps: eps,
         })
+    }
+
+    /// Every parameter under the name [`CrossEncoder::build`] reads it by, for saving.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn named_params(&self) -> Vec<(String, ParamRef<'_>)> {
+        let mut out = Vec::new();
+        let emb = &self.embeddings;
+        for (name, table) in [
+            (names::WORD, &emb.word),
+            (names::POSITION, &emb.position),
+            (names::TOKEN_TYPE, &emb.token_type),
+        ] {
+            let param = &table.weight;
+            let transposed = false;
+            out.push((
+                format!("{name}.weight"),
+                ParamRef::Matrix { param, transposed },
+            ));
+        }
+        push_norm(&mut out, names::EMBEDDING_NORM, &emb.layer_norm);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let at = |module| names::layer(i, module);
+            push_linear(&mut out, &at(names::QUERY), &layer.query);
+            push_linear(&mut out, &at(names::KEY), &layer.key);
+            push_linear(&mut out, &at(names::VALUE), &layer.value);
+            push_linear(
+                &mut out,
+                &at(names::ATTENTION_OUTPUT),
+                &layer.attention_output,
+            );
+            push_norm(&mut out, &at(names::ATTENTION_NORM), &layer.attention_norm);
+            push_linear(&mut out, &at(names::INTERMEDIATE), &layer.intermediate);
+            push_linear(&mut out, &at(names::OUTPUT), &layer.output);
+            push_norm(&mut out, &at(names::OUTPUT_NORM), &layer.output_norm);
+        }
+        push_linear(&mut out, names::POOLER, &self.pooler);
+        push_linear(&mut out, names::CLASSIFIER, &self.classifier);
+        out
     }
 
     pub fn num_layers(&self) -> usize {
@@ -328,58 +335,4 @@ impl CrossEncoder {
             attention_scores,
         }
     }
-}
-
-fn embedding(
-    source: &mut dyn ParamSource,
-    name: &str,
-    rows: usize,
-    width: usize,
-) -> Result<Embedding, Error> {
-    Ok(Embedding {
-        weight: Param::from_tensor(source.matrix(
-            &format!("{name}.weight"),
-            [rows, width],
-            false,
-        )?),
-    })
-}
-
-/// A Linear from HF's `[out, in]` weight, stored as burn's `[in, out]`.
-pub(crate) fn linear(
-    source: &mut dyn ParamSource,
-    name: &str,
-    d_in: usize,
-    d_out: usize,
-) -> Result<Linear, Error> {
-    Ok(Linear {
-        weight: Param::from_tensor(source.matrix(
-            &format!("{name}.weight"),
-            [d_in, d_out],
-            true,
-        )?),
-        bias: Some(Param::from_tensor(source.vector(
-            &format!("{name}.bias"),
-            d_out,
-            0.0,
-        )?)),
-    })
-}
-
-fn layer_norm(
-    source: &mut dyn ParamSource,
-    name: &str,
-    width: usize,
-    eps: f64,
-) -> Result<LayerNorm, Error> {
-    let mut norm = LayerNormConfig::new(width)
-        .with_epsilon(eps)
-        .init(source.device());
-    norm.gamma = Param::from_tensor(source.vector(&format!("{name}.weight"), width, 1.0)?);
-    norm.beta = Some(Param::from_tensor(source.vector(
-        &format!("{name}.bias"),
-        width,
-        0.0,
-    )?));
-    Ok(norm)
 }

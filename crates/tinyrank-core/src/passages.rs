@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::Error;
-use crate::tokenizer::{Encoded, PairTokenizer, Tokens};
+use crate::tokenizer::{Cut, Encoded, PairTokenizer, Tokens};
 
 /// Overlapping windows of `size` words, a new one every `stride` words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,15 +124,22 @@ pub struct DocumentPairs {
 /// each query.
 pub struct DocumentEncoder<'t> {
     tokenizer: &'t PairTokenizer,
+    cut: Cut,
     windows: Windows,
     title: TitleSource,
     tokens: HashMap<String, Tokens>,
 }
 
 impl<'t> DocumentEncoder<'t> {
-    pub fn new(tokenizer: &'t PairTokenizer, windows: Windows, title: TitleSource) -> Self {
+    pub fn new(
+        tokenizer: &'t PairTokenizer,
+        cut: Cut,
+        windows: Windows,
+        title: TitleSource,
+    ) -> Self {
         Self {
             tokenizer,
+            cut,
             windows,
             title,
             tokens: HashMap::new(),
@@ -174,12 +181,13 @@ impl<'t> DocumentEncoder<'t> {
                     .collect();
                 let all: Vec<&str> = passages.iter().flatten().map(String::as_str).collect();
                 self.tokenize_missing(&all)?;
-                let room = self.tokenizer.max_len() - 3;
+                let room = self.cut.max_len - 3;
                 for (doc, passages) in passages.iter().enumerate() {
                     for passage in passages {
                         let ids = &self.tokens[passage.as_str()].ids;
                         out.truncated += usize::from(query_ids.len() + ids.len() > room);
-                        out.pairs.push(self.tokenizer.join(&query_ids, ids));
+                        out.pairs
+                            .push(self.tokenizer.join(&query_ids, ids, self.cut));
                         out.document.push(doc);
                     }
                 }
@@ -197,6 +205,7 @@ impl<'t> DocumentEncoder<'t> {
                         title_ids,
                         &self.tokens[*body],
                         stride,
+                        self.cut,
                     )?;
                     out.document.extend(std::iter::repeat_n(doc, windows.len()));
                     out.pairs.extend(windows);

@@ -4,10 +4,10 @@ use burn::tensor::Device;
 
 use crate::Error;
 use crate::checkpoint::{Checkpoint, CheckpointFiles};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::fast::{FastCrossEncoder, Precision};
-use crate::model::{Batch, CrossEncoder, Trace};
-use crate::tokenizer::{Encoded, PairTokenizer};
+use crate::device::SelectedDevice;
+use crate::engine::{Engine, EngineKind, Precision};
+use crate::model::CrossEncoder;
+use crate::tokenizer::{Cut, Encoded, PairTokenizer, Truncation};
 
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
@@ -19,96 +19,101 @@ pub fn check_query(query: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A cross-encoder ready to score. Pairs are sorted by length before batching so that a batch
-/// holds pairs of similar length and padding stays small; scores come back in input order.
+/// A cross-encoder ready to score: the one scoring entry point of every command, the server
+/// and the browser. Pairs are sorted by length before batching so that a batch holds pairs of
+/// similar length and padding stays small; scores come back in input order.
 ///
-/// On burn's CPU device (native builds) scoring goes through [`FastCrossEncoder`], a fused,
-/// unpadded copy of the model's forward pass; everywhere else through the burn model.
-#[derive(Debug)]
+/// The engine (see [`crate::engine`]) is chosen once, when the reranker is built, from the
+/// selected device and precision.
 pub struct Reranker {
     model: CrossEncoder,
     pub tokenizer: PairTokenizer,
     pub device: Device,
     batch_size: usize,
-    #[cfg(not(target_arch = "wasm32"))]
-    fast: Option<FastCrossEncoder>,
+    /// How [`Reranker::encode`] cuts pairs; [`Reranker::encode_with`] takes one per call.
+    cut: Cut,
+    kind: EngineKind,
+    engine: Engine,
+}
+
+impl std::fmt::Debug for Reranker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reranker")
+            .field("engine", &self.kind)
+            .field("device", &self.device)
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reranker {
-    pub fn new(model: CrossEncoder, tokenizer: PairTokenizer, device: Device) -> Self {
-        #[cfg(not(target_arch = "wasm32"))]
-        let fast = (device == Device::flex())
-            .then(|| FastCrossEncoder::from_model(&model, Precision::F32));
-        Self {
+    /// A reranker on `device` with the engine [`EngineKind::choose`] picks for it.
+    pub fn new(
+        model: CrossEncoder,
+        tokenizer: PairTokenizer,
+        device: &SelectedDevice,
+        precision: Precision,
+    ) -> Result<Self, Error> {
+        let kind = EngineKind::choose(device.kind, precision)?;
+        Self::with_engine(model, tokenizer, device.device.clone(), kind)
+    }
+
+    /// A reranker with a given engine (benchmarks and tests compare the engines this way).
+    pub fn with_engine(
+        model: CrossEncoder,
+        tokenizer: PairTokenizer,
+        device: Device,
+        kind: EngineKind,
+    ) -> Result<Self, Error> {
+        let engine = Engine::build(kind, &model)?;
+        Ok(Self {
             model,
             tokenizer,
             device,
             batch_size: DEFAULT_BATCH_SIZE,
-            #[cfg(not(target_arch = "wasm32"))]
-            fast,
-        }
+            cut: Cut::default(),
+            kind,
+            engine,
+        })
     }
 
-    /// The burn model (read-only: the CPU fast path holds a copy of its weights).
+    /// The burn model (read-only: the fused engine holds a copy of its weights).
     pub fn model(&self) -> &CrossEncoder {
         &self.model
     }
 
-    /// Scores through the burn model even on the CPU (to compare with the fast path).
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn without_fast_path(mut self) -> Self {
-        self.fast = None;
-        self
-    }
-
-    /// Runs the encoder layers' projections in 8-bit integers or in f32 (the default). Only the
-    /// fused CPU path has int8.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn set_precision(&mut self, precision: Precision) -> Result<(), Error> {
-        match &self.fast {
-            Some(fast) if fast.precision() == precision => {}
-            Some(_) => self.fast = Some(FastCrossEncoder::from_model(&self.model, precision)),
-            None if precision == Precision::F32 => {}
-            None => {
-                return Err(Error::Input(
-                    "int8 scoring runs on the CPU only (--device cpu)".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether scoring takes the fused CPU path.
-    pub fn uses_fast_path(&self) -> bool {
-        #[cfg(not(target_arch = "wasm32"))]
-        return self.fast.is_some();
-        #[cfg(target_arch = "wasm32")]
-        return false;
+    /// The engine that scores.
+    pub fn engine(&self) -> EngineKind {
+        self.kind
     }
 
     /// Builds a reranker from checkpoint files already in memory (the browser's path).
-    pub fn from_files(files: CheckpointFiles, device: &Device) -> Result<Self, Error> {
-        let checkpoint = files.build(device, false)?;
-        Ok(Self::new(
-            checkpoint.model,
-            checkpoint.tokenizer,
-            device.clone(),
-        ))
+    pub fn from_files(
+        files: CheckpointFiles,
+        device: &SelectedDevice,
+        precision: Precision,
+    ) -> Result<Self, Error> {
+        let checkpoint = files.build(&device.device, false)?;
+        Self::from_checkpoint(checkpoint, device, precision)
     }
 
     /// Loads a Hugging Face cross-encoder directory.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn load(dir: &std::path::Path, device: &Device) -> Result<Self, Error> {
-        let checkpoint = Checkpoint::load(dir, device)?;
-        Ok(Self::new(
-            checkpoint.model,
-            checkpoint.tokenizer,
-            device.clone(),
-        ))
+    pub fn load(
+        dir: &std::path::Path,
+        device: &SelectedDevice,
+        precision: Precision,
+    ) -> Result<Self, Error> {
+        let checkpoint = Checkpoint::load(dir, &device.device)?;
+        Self::from_checkpoint(checkpoint, device, precision)
     }
 
-    pub fn from_checkpoint(checkpoint: Checkpoint, device: &Device) -> Self {
-        Self::new(checkpoint.model, checkpoint.tokenizer, device.clone())
+    pub fn from_checkpoint(
+        checkpoint: Checkpoint,
+        device: &SelectedDevice,
+        precision: Precision,
+    ) -> Result<Self, Error> {
+        Self::new(checkpoint.model, checkpoint.tokenizer, device, precision)
     }
 
     pub fn set_batch_size(&mut self, batch_size: usize) -> Result<(), Error> {
@@ -123,16 +128,36 @@ impl Reranker {
         self.batch_size
     }
 
-    /// Sets the maximum pair length (special tokens included).
+    /// Sets the maximum pair length (special tokens included) of [`Reranker::encode`].
     pub fn set_max_len(&mut self, max_len: usize) -> Result<(), Error> {
         self.model.check_max_len(max_len)?;
-        self.tokenizer.set_max_len(max_len)
+        self.cut = Cut::new(max_len)?.with_truncation(self.cut.truncation);
+        Ok(())
     }
 
-    /// Tokenises `passages` against `query`; rejects an empty query.
+    pub fn set_truncation(&mut self, truncation: Truncation) {
+        self.cut = self.cut.with_truncation(truncation);
+    }
+
+    pub fn cut(&self) -> Cut {
+        self.cut
+    }
+
+    /// Tokenises `passages` against `query` with the reranker's cut; rejects an empty query.
     pub fn encode(&self, query: &str, passages: &[&str]) -> Result<Vec<Encoded>, Error> {
+        self.encode_with(query, passages, self.cut)
+    }
+
+    /// [`Reranker::encode`] with a cut of this call's own.
+    pub fn encode_with(
+        &self,
+        query: &str,
+        passages: &[&str],
+        cut: Cut,
+    ) -> Result<Vec<Encoded>, Error> {
         check_query(query)?;
-        self.tokenizer.encode_pairs(query, passages)
+        self.model.check_max_len(cut.max_len)?;
+        self.tokenizer.encode_pairs(query, passages, cut)
     }
 
     /// Ranking scores (higher is more relevant) for each passage, in input order.
@@ -188,21 +213,8 @@ impl Reranker {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Some(fast) = &self.fast {
-            return Ok(fast.score(pairs));
-        }
-        let batch =
-            Batch::from_encoded(pairs.iter().copied(), self.tokenizer.pad_id(), &self.device);
-        let scores = self
-            .model
-            .forward(&batch, Trace::default())
-            .ranking_scores();
-        let data = scores
-            .into_data_async()
+        self.engine
+            .score(&self.model, &self.device, self.tokenizer.pad_id(), pairs)
             .await
-            .map_err(|e| Error::Device(format!("reading scores from the device failed: {e:?}")))?;
-        data.try_into_vec::<f32>()
-            .map_err(|e| Error::Device(format!("unexpected score data: {e:?}")))
     }
 }

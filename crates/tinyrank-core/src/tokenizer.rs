@@ -2,22 +2,23 @@
 //!
 //! The tokenizer comes from a checkpoint's `tokenizer.json`, or is built as BERT's WordPiece
 //! from `vocab.txt` (+ `tokenizer_config.json`) when there is none. Padding and truncation baked
-//! into tokenizer.json are replaced: batches are padded by the model code and truncation is
-//! ours (`max_len`, longest-first by default, as transformers does for pairs).
+//! into tokenizer.json are dropped: batches are padded by the model code, and each text is
+//! tokenised whole and then cut by the caller's [`Cut`] (longest-first by default, as
+//! transformers truncates pairs), so the tokenizer holds no per-call state.
 
+use tokenizers::Tokenizer;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::Error;
 
 /// The pair length (special tokens included) used unless a caller sets another: the paper's.
 pub const DEFAULT_MAX_LEN: usize = 256;
 
-/// How a pair longer than `max_len` is cut.
+/// Which text of a pair longer than its [`Cut::max_len`] gives way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Truncation {
     /// Remove tokens from the longer of the two texts, one at a time (transformers' default).
@@ -26,6 +27,46 @@ pub enum Truncation {
     /// Cut only the passage; the query is kept whole unless it alone is too long, in which case
     /// the pair falls back to longest-first.
     OnlyPassage,
+}
+
+/// How a pair is cut: its length limit (special tokens included) and which text gives way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub max_len: usize,
+    pub truncation: Truncation,
+}
+
+impl Default for Cut {
+    fn default() -> Self {
+        Self {
+            max_len: DEFAULT_MAX_LEN,
+            truncation: Truncation::default(),
+        }
+    }
+}
+
+impl Cut {
+    /// Longest-first at `max_len`; refuses a length with no room for a passage.
+    pub fn new(max_len: usize) -> Result<Self, Error> {
+        if max_len < 4 {
+            return Err(Error::Input(format!(
+                "max length {max_len} is too short for [CLS] query [SEP] passage [SEP]"
+            )));
+        }
+        Ok(Self {
+            max_len,
+            truncation: Truncation::default(),
+        })
+    }
+
+    pub fn with_truncation(self, truncation: Truncation) -> Self {
+        Self { truncation, ..self }
+    }
+
+    /// The tokens left for query and passage after `[CLS]`, `[SEP]`, `[SEP]`.
+    fn budget(self) -> usize {
+        self.max_len.saturating_sub(3)
+    }
 }
 
 /// One text tokenised alone, without special tokens: the part of a pair that can be tokenised
@@ -55,24 +96,20 @@ pub struct Encoded {
     pub type_ids: Vec<u32>,
 }
 
+/// A BERT tokenizer for `[CLS] query [SEP] passage [SEP]` pairs; read-only once built.
 #[derive(Clone)]
 pub struct PairTokenizer {
+    /// Without padding or truncation: texts are tokenised whole, pairs cut by [`Cut`].
     inner: Tokenizer,
-    /// The same tokenizer without truncation, for texts tokenised alone.
-    whole: Tokenizer,
     pad_id: u32,
     cls_id: u32,
     sep_id: u32,
-    max_len: usize,
-    truncation: Truncation,
 }
 
 impl std::fmt::Debug for PairTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PairTokenizer")
             .field("vocab_size", &self.vocab_size())
-            .field("max_len", &self.max_len)
-            .field("truncation", &self.truncation)
             .finish()
     }
 }
@@ -147,6 +184,10 @@ impl PairTokenizer {
 
     fn wrap(mut inner: Tokenizer, origin: &str) -> Result<Self, Error> {
         inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| Error::Tokenizer {
+            file: origin.into(),
+            message: e.to_string(),
+        })?;
         let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
         let special = |token: &str| {
             inner.token_to_id(token).ok_or_else(|| Error::Tokenizer {
@@ -155,63 +196,12 @@ impl PairTokenizer {
             })
         };
         let (cls_id, sep_id) = (special("[CLS]")?, special("[SEP]")?);
-        let mut whole = inner.clone();
-        whole.with_truncation(None).map_err(|e| Error::Tokenizer {
-            file: origin.into(),
-            message: e.to_string(),
-        })?;
-        let mut tokenizer = Self {
+        Ok(Self {
             inner,
-            whole,
             pad_id,
             cls_id,
             sep_id,
-            max_len: DEFAULT_MAX_LEN,
-            truncation: Truncation::default(),
-        };
-        tokenizer
-            .set_max_len(DEFAULT_MAX_LEN)
-            .map_err(|e| Error::Tokenizer {
-                file: origin.into(),
-                message: e.to_string(),
-            })?;
-        Ok(tokenizer)
-    }
-
-    /// Sets the maximum pair length in tokens, special tokens included.
-    pub fn set_max_len(&mut self, max_len: usize) -> Result<(), Error> {
-        if max_len < 4 {
-            return Err(Error::Input(format!(
-                "max length {max_len} is too short for [CLS] query [SEP] passage [SEP]"
-            )));
-        }
-        self.max_len = max_len;
-        self.apply_truncation(self.truncation)
-    }
-
-    pub fn set_truncation(&mut self, truncation: Truncation) -> Result<(), Error> {
-        self.truncation = truncation;
-        self.apply_truncation(truncation)
-    }
-
-    fn apply_truncation(&mut self, truncation: Truncation) -> Result<(), Error> {
-        let strategy = match truncation {
-            Truncation::LongestFirst => TruncationStrategy::LongestFirst,
-            Truncation::OnlyPassage => TruncationStrategy::OnlySecond,
-        };
-        self.inner
-            .with_truncation(Some(TruncationParams {
-                direction: TruncationDirection::Right,
-                max_length: self.max_len,
-                strategy,
-                stride: 0,
-            }))
-            .map(|_| ())
-            .map_err(|e| Error::Input(format!("cannot set truncation: {e}")))
-    }
-
-    pub fn max_len(&self) -> usize {
-        self.max_len
+        })
     }
 
     pub fn pad_id(&self) -> u32 {
@@ -223,22 +213,11 @@ impl PairTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Tokenises one (query, passage) pair.
-    pub fn encode_pair(&self, query: &str, passage: &str) -> Result<Encoded, Error> {
-        let encoding = match self.inner.encode_fast((query, passage), true) {
-            Ok(encoding) => encoding,
-            // Only-passage truncation cannot fit a query that alone exceeds max_len.
-            Err(_) if self.truncation == Truncation::OnlyPassage => {
-                let mut fallback = self.clone();
-                fallback.set_truncation(Truncation::LongestFirst)?;
-                return fallback.encode_pair(query, passage);
-            }
-            Err(e) => return Err(Error::Input(format!("cannot tokenise pair: {e}"))),
-        };
-        Ok(Encoded {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
-        })
+    /// Tokenises one (query, passage) pair, cut by `cut`.
+    pub fn encode_pair(&self, query: &str, passage: &str, cut: Cut) -> Result<Encoded, Error> {
+        let [query, passage] = <[Tokens; 2]>::try_from(self.tokenize(&[query, passage])?)
+            .map_err(|_| Error::Input("the tokenizer lost a text".into()))?;
+        Ok(self.join(&query.ids, &passage.ids, cut))
     }
 
     /// Tokenises texts alone, whole (no special tokens, no truncation), in parallel on native
@@ -257,21 +236,21 @@ impl PairTokenizer {
         #[cfg(not(target_arch = "wasm32"))]
         {
             let inputs: Vec<tokenizers::EncodeInput> = texts.iter().map(|&t| t.into()).collect();
-            let encodings = self.whole.encode_batch_fast(inputs, false).map_err(fail)?;
+            let encodings = self.inner.encode_batch_fast(inputs, false).map_err(fail)?;
             Ok(encodings.iter().map(tokens).collect())
         }
         #[cfg(target_arch = "wasm32")]
         texts
             .iter()
-            .map(|&t| self.whole.encode_fast(t, false).map(|e| tokens(&e)))
+            .map(|&t| self.inner.encode_fast(t, false).map(|e| tokens(&e)))
             .collect::<Result<_, _>>()
             .map_err(fail)
     }
 
-    /// `[CLS] query [SEP] passage [SEP]` from texts tokenised alone, cut exactly as
-    /// [`PairTokenizer::encode_pair`] cuts the same texts.
-    pub fn join(&self, query: &[u32], passage: &[u32]) -> Encoded {
-        let (q, p) = self.pair_lengths(query.len(), passage.len());
+    /// `[CLS] query [SEP] passage [SEP]` from texts tokenised alone, cut as the `tokenizers`
+    /// crate truncates a pair.
+    pub fn join(&self, query: &[u32], passage: &[u32], cut: Cut) -> Encoded {
+        let (q, p) = pair_lengths(query.len(), passage.len(), cut);
         let mut ids = Vec::with_capacity(q + p + 3);
         ids.push(self.cls_id);
         ids.extend_from_slice(&query[..q]);
@@ -282,35 +261,6 @@ impl PairTokenizer {
         let mut type_ids = vec![0; first];
         type_ids.resize(ids.len(), 1);
         Encoded { ids, type_ids }
-    }
-
-    /// How many query and passage tokens a pair keeps: the rule of the `tokenizers` crate's
-    /// truncation, so that [`PairTokenizer::join`] equals [`PairTokenizer::encode_pair`].
-    fn pair_lengths(&self, query: usize, passage: usize) -> (usize, usize) {
-        let budget = self.max_len - 3;
-        if query + passage <= budget {
-            return (query, passage);
-        }
-        if self.truncation == Truncation::OnlyPassage && query < budget {
-            return (query, budget - query);
-        }
-        // Longest-first: the shorter text stays whole if the longer can make room, else both
-        // get half (the second the odd token).
-        let (short, long) = (query.min(passage), query.max(passage));
-        let (mut short_keep, mut long_keep) = if short > budget {
-            (short, short)
-        } else {
-            (short, long.min(short.max(budget - short)))
-        };
-        if short_keep + long_keep > budget {
-            short_keep = budget / 2;
-            long_keep = short_keep + budget % 2;
-        }
-        if query <= passage {
-            (short_keep.min(query), long_keep.min(passage))
-        } else {
-            (long_keep.min(query), short_keep.min(passage))
-        }
     }
 
     /// Windows over a document's tokens such that each pair `[CLS] query [SEP] title window
@@ -324,8 +274,9 @@ impl PairTokenizer {
         title: &[u32],
         body: &Tokens,
         stride: usize,
+        cut: Cut,
     ) -> Result<Vec<Encoded>, Error> {
-        let budget = self.max_len - 3;
+        let budget = cut.budget();
         let query = &query[..query.len().min(budget / 2)];
         let room = budget - query.len();
         let title = &title[..title.len().min(room / 2)];
@@ -334,7 +285,7 @@ impl PairTokenizer {
             return Err(Error::Input(format!(
                 "token windows need a stride of at least 1 and room for a passage: max length \
                  {} leaves none",
-                self.max_len
+                cut.max_len
             )));
         }
         let stride = stride.min(window);
@@ -351,7 +302,7 @@ impl PairTokenizer {
             let mut passage = Vec::with_capacity(title.len() + end - start);
             passage.extend_from_slice(title);
             passage.extend_from_slice(&body.ids[start..end]);
-            out.push(self.join(query, &passage));
+            out.push(self.join(query, &passage, cut));
             if end == n {
                 break;
             }
@@ -363,27 +314,48 @@ impl PairTokenizer {
         Ok(out)
     }
 
-    /// Tokenises a query against many passages (in parallel on native targets).
-    pub fn encode_pairs(&self, query: &str, passages: &[&str]) -> Result<Vec<Encoded>, Error> {
-        #[cfg(not(target_arch = "wasm32"))]
-        if self.truncation == Truncation::LongestFirst {
-            let inputs: Vec<tokenizers::EncodeInput> =
-                passages.iter().map(|p| (query, *p).into()).collect();
-            let encodings = self
-                .inner
-                .encode_batch_fast(inputs, true)
-                .map_err(|e| Error::Input(format!("cannot tokenise pairs: {e}")))?;
-            return Ok(encodings
-                .into_iter()
-                .map(|e| Encoded {
-                    ids: e.get_ids().to_vec(),
-                    type_ids: e.get_type_ids().to_vec(),
-                })
-                .collect());
-        }
-        passages
+    /// Tokenises a query against many passages: the query once, the passages in parallel on
+    /// native targets, each pair cut by `cut`.
+    pub fn encode_pairs(
+        &self,
+        query: &str,
+        passages: &[&str],
+        cut: Cut,
+    ) -> Result<Vec<Encoded>, Error> {
+        let query = self.tokenize(&[query])?.remove(0);
+        Ok(self
+            .tokenize(passages)?
             .iter()
-            .map(|p| self.encode_pair(query, p))
-            .collect()
+            .map(|passage| self.join(&query.ids, &passage.ids, cut))
+            .collect())
+    }
+}
+
+/// How many query and passage tokens a pair keeps: the rule of the `tokenizers` crate's
+/// truncation (tested against it), so that pairs equal what transformers makes.
+fn pair_lengths(query: usize, passage: usize, cut: Cut) -> (usize, usize) {
+    let budget = cut.budget();
+    if query + passage <= budget {
+        return (query, passage);
+    }
+    if cut.truncation == Truncation::OnlyPassage && query < budget {
+        return (query, budget - query);
+    }
+    // Longest-first: the shorter text stays whole if the longer can make room, else both
+    // get half (the second the odd token).
+    let (short, long) = (query.min(passage), query.max(passage));
+    let (mut short_keep, mut long_keep) = if short > budget {
+        (short, short)
+    } else {
+        (short, long.min(short.max(budget - short)))
+    };
+    if short_keep + long_keep > budget {
+        short_keep = budget / 2;
+        long_keep = short_keep + budget % 2;
+    }
+    if query <= passage {
+        (short_keep.min(query), long_keep.min(passage))
+    } else {
+        (long_keep.min(query), short_keep.min(passage))
     }
 }

@@ -1,4 +1,5 @@
-//! Hugging Face `model.safetensors` in and out, under transformers' BERT tensor names.
+//! Hugging Face `model.safetensors` in and out, under transformers' BERT tensor names (the
+//! table in `params.rs`).
 //!
 //! Weights are read with or without the `bert.` prefix (`BertForSequenceClassification` vs
 //! `BertModel`), in f32, f16 or bf16. Every tensor the architecture needs must be present with
@@ -7,59 +8,16 @@
 
 use std::collections::BTreeSet;
 
-#[cfg(not(target_arch = "wasm32"))]
-use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::Error;
 use crate::config::BertConfig;
-use crate::model::{CrossEncoder, linear};
-
-/// Where the model builder gets each parameter from. Names are transformers' names without the
-/// `bert.` prefix; matrices are requested in burn's shape and `transposed` says the checkpoint
-/// stores them the other way round (`nn.Linear` keeps `[out, in]`).
-pub(crate) trait ParamSource {
-    fn device(&self) -> &Device;
-    fn matrix(
-        &mut self,
-        name: &str,
-        shape: [usize; 2],
-        transposed: bool,
-    ) -> Result<Tensor<2>, Error>;
-    /// `init` is the value a fresh parameter starts at (1 for LayerNorm gains, 0 for biases).
-    fn vector(&mut self, name: &str, len: usize, init: f32) -> Result<Tensor<1>, Error>;
-}
-
-/// BERT's initialisation: N(0, 0.02) matrices, zero biases, unit LayerNorm gains.
-pub(crate) struct RandomInit<'a> {
-    pub device: &'a Device,
-}
-
-const INIT_STD: f64 = 0.02;
-
-impl ParamSource for RandomInit<'_> {
-    fn device(&self) -> &Device {
-        self.device
-    }
-    fn matrix(&mut self, _: &str, shape: [usize; 2], _: bool) -> Result<Tensor<2>, Error> {
-        Ok(Tensor::random(
-            shape,
-            Distribution::Normal(0.0, INIT_STD),
-            self.device,
-        ))
-    }
-    fn vector(&mut self, _: &str, len: usize, init: f32) -> Result<Tensor<1>, Error> {
-        Ok(Tensor::full([len], init, self.device))
-    }
-}
-
-/// Parameters that a checkpoint of a bare encoder (`BertModel`, e.g. a sentence-transformers
-/// model used to start a student) may lack and that then start from BERT's initialisation.
-fn is_head(name: &str) -> bool {
-    name.starts_with("classifier.") || name.starts_with("pooler.")
-}
+use crate::model::CrossEncoder;
+use crate::params::{self, ParamSource, RandomInit, linear, names};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::params::{ParamRef, push_linear};
 
 /// Buffers transformers sometimes saves that are not parameters.
 fn is_buffer(name: &str) -> bool {
@@ -106,7 +64,7 @@ impl<'a> SafetensorsSource<'a> {
     }
 
     fn full_name(&self, name: &str) -> String {
-        if name.starts_with("classifier.") || name.starts_with("fit_dense.") {
+        if params::is_unprefixed(name) {
             name.to_string()
         } else {
             format!("{}{name}", self.bert_prefix)
@@ -153,7 +111,7 @@ impl<'a> SafetensorsSource<'a> {
     }
 
     fn missing(&mut self, name: &str) -> Result<(), Error> {
-        if self.allow_missing_head && is_head(name) {
+        if self.allow_missing_head && params::is_head(name) {
             self.initialised.push(self.full_name(name));
             Ok(())
         } else {
@@ -166,19 +124,17 @@ impl<'a> SafetensorsSource<'a> {
 
     /// A projection stored as `fit_dense.{weight,bias}`, if the checkpoint has one.
     pub fn fit_dense(&mut self) -> Result<Option<Linear>, Error> {
-        let Ok(view) = self.tensors.tensor("fit_dense.weight") else {
+        let weight = format!("{}.weight", names::FIT_DENSE);
+        let Ok(view) = self.tensors.tensor(&weight) else {
             return Ok(None);
         };
         let &[d_out, d_in] = view.shape() else {
             return Err(Error::Weights {
                 file: self.file.clone(),
-                message: format!(
-                    "tensor fit_dense.weight has shape {:?}, not 2-D",
-                    view.shape()
-                ),
+                message: format!("tensor {weight} has shape {:?}, not 2-D", view.shape()),
             });
         };
-        linear(self, "fit_dense", d_in, d_out).map(Some)
+        linear(self, names::FIT_DENSE, d_in, d_out).map(Some)
     }
 
     /// Fails on any tensor in the file that the model did not take.
@@ -306,91 +262,28 @@ pub(crate) fn hf_tensors(
     fit_dense: Option<&Linear>,
     dtype: SaveDtype,
 ) -> Result<Vec<NamedBytes>, Error> {
-    let mut out = Vec::new();
-    let mut push = |name: String, param: &Param<Tensor<2>>, transposed: bool| {
-        out.push((name, param.val().into_data(), transposed));
-    };
-    let emb = &model.embeddings;
-    push(
-        "bert.embeddings.word_embeddings.weight".into(),
-        &emb.word.weight,
-        false,
-    );
-    push(
-        "bert.embeddings.position_embeddings.weight".into(),
-        &emb.position.weight,
-        false,
-    );
-    push(
-        "bert.embeddings.token_type_embeddings.weight".into(),
-        &emb.token_type.weight,
-        false,
-    );
-    let mut vectors: Vec<(String, TensorData)> = Vec::new();
-    let norm = |name: &str, ln: &burn::nn::LayerNorm, vectors: &mut Vec<(String, TensorData)>| {
-        vectors.push((format!("{name}.weight"), ln.gamma.val().into_data()));
-        if let Some(beta) = &ln.beta {
-            vectors.push((format!("{name}.bias"), beta.val().into_data()));
-        }
-    };
-    norm("bert.embeddings.LayerNorm", &emb.layer_norm, &mut vectors);
-
-    let mut linears: Vec<(String, &Linear)> = Vec::new();
-    for (i, layer) in model.layers.iter().enumerate() {
-        let p = format!("bert.encoder.layer.{i}");
-        linears.push((format!("{p}.attention.self.query"), &layer.query));
-        linears.push((format!("{p}.attention.self.key"), &layer.key));
-        linears.push((format!("{p}.attention.self.value"), &layer.value));
-        linears.push((
-            format!("{p}.attention.output.dense"),
-            &layer.attention_output,
-        ));
-        linears.push((format!("{p}.intermediate.dense"), &layer.intermediate));
-        linears.push((format!("{p}.output.dense"), &layer.output));
-        norm(
-            &format!("{p}.attention.output.LayerNorm"),
-            &layer.attention_norm,
-            &mut vectors,
-        );
-        norm(
-            &format!("{p}.output.LayerNorm"),
-            &layer.output_norm,
-            &mut vectors,
-        );
-    }
-    linears.push(("bert.pooler.dense".into(), &model.pooler));
-    linears.push(("classifier".into(), &model.classifier));
+    let mut params = model.named_params();
     if let Some(fit) = fit_dense {
-        linears.push(("fit_dense".into(), fit));
+        push_linear(&mut params, names::FIT_DENSE, fit);
     }
-    for (name, lin) in linears {
-        push(format!("{name}.weight"), &lin.weight, true);
-        if let Some(bias) = &lin.bias {
-            vectors.push((format!("{name}.bias"), bias.val().into_data()));
-        }
-    }
-
-    let matrices = out;
-    let mut named = Vec::with_capacity(matrices.len() + vectors.len());
-    for (name, data, transposed) in matrices {
-        let shape = data.shape().to_vec();
-        let values = f32_values(&name, data)?;
-        let (values, shape) = if transposed {
-            (
-                transpose(&values, shape[0], shape[1]),
-                vec![shape[1], shape[0]],
-            )
-        } else {
-            (values, shape)
-        };
-        named.push((name, shape, encode(&values, dtype)));
-    }
-    for (name, data) in vectors {
-        let shape = data.shape().to_vec();
-        let values = f32_values(&name, data)?;
-        named.push((name, shape, encode(&values, dtype)));
-    }
-    Ok(named)
+    params
+        .into_iter()
+        .map(|(name, param)| {
+            let name = params::full_name(&name);
+            let (data, transposed) = match param {
+                ParamRef::Matrix { param, transposed } => (param.val().into_data(), transposed),
+                ParamRef::Vector(param) => (param.val().into_data(), false),
+            };
+            let shape = data.shape().to_vec();
+            let values = f32_values(&name, data)?;
+            Ok(if transposed {
+                let values = transpose(&values, shape[0], shape[1]);
+                (name, vec![shape[1], shape[0]], encode(&values, dtype))
+            } else {
+                (name, shape, encode(&values, dtype))
+            })
+        })
+        .collect()
 }
 
 #[cfg(not(target_arch = "wasm32"))]

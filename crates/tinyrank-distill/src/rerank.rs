@@ -183,7 +183,7 @@ pub fn rerank_documents(
 ) -> Result<(Vec<Run>, PassageCount), RerankError> {
     let mut runs = vec![Run::default(); aggregations.len()];
     let mut count = PassageCount::default();
-    let mut encoder = DocumentEncoder::new(&reranker.tokenizer, windows, title);
+    let mut encoder = DocumentEncoder::new(&reranker.tokenizer, reranker.cut(), windows, title);
     for c in candidates {
         let pairs = encoder.encode(c.query, &c.passages)?;
         let scores = reranker.score_encoded(&pairs.pairs, &mut progress)?;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use tinyrank_core::fast::Precision;
+use tinyrank_core::Precision;
 use tinyrank_core::{DEFAULT_MAX_LEN, DeviceChoice};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -221,7 +221,7 @@ async fn scorer_down(mut watch: tokio::sync::watch::Receiver<Status>) -> String 
                     device = %model.device,
                     layers = c.num_hidden_layers,
                     hidden = c.hidden_size,
-                    fused_cpu_path = model.fused_cpu_path,
+                    engine = %model.engine,
                     seconds = started.elapsed().as_secs_f64(),
                     "model loaded"
                 );

@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tinyrank_core::{Encoded, PairTokenizer};
+use tinyrank_core::{Cut, Encoded, PairTokenizer};
 use tokio::sync::Semaphore;
 
 use crate::api::{self, Api, ApiError, Limits, RerankRequest, Served};
@@ -112,10 +112,10 @@ async fn try_rerank(
         return Err(not_ready(state.scorer.status()));
     };
     let request = api::parse(api, &body, &state.limits)?;
-    let tokenizer = model.tokenizer.clone();
+    let (tokenizer, cut) = (model.tokenizer.clone(), model.cut);
     // Tokenising is CPU work: off the async workers, and off the scoring thread.
     let (request, pairs) = tokio::task::spawn_blocking(move || {
-        let pairs = encode(&tokenizer, &request);
+        let pairs = encode(&tokenizer, cut, &request);
         (request, pairs)
     })
     .await
@@ -137,7 +137,11 @@ async fn try_rerank(
 
 /// The query tokenised once, each document once, joined and cut to the max length; with
 /// `truncate: false` an over-long pair is refused instead, naming the document.
-fn encode(tokenizer: &PairTokenizer, request: &RerankRequest) -> Result<Vec<Encoded>, ApiError> {
+fn encode(
+    tokenizer: &PairTokenizer,
+    cut: Cut,
+    request: &RerankRequest,
+) -> Result<Vec<Encoded>, ApiError> {
     let invalid = |e: tinyrank_core::Error| ApiError::validation(e.to_string());
     let query = tokenizer
         .tokenize(&[request.query.as_str()])
@@ -145,7 +149,7 @@ fn encode(tokenizer: &PairTokenizer, request: &RerankRequest) -> Result<Vec<Enco
     let query = query.first().map(|t| t.ids.as_slice()).unwrap_or_default();
     let texts: Vec<&str> = request.documents.iter().map(String::as_str).collect();
     let documents = tokenizer.tokenize(&texts).map_err(invalid)?;
-    let max_len = tokenizer.max_len();
+    let max_len = cut.max_len;
     if !request.truncate {
         let too_long = documents
             .iter()
@@ -160,7 +164,7 @@ fn encode(tokenizer: &PairTokenizer, request: &RerankRequest) -> Result<Vec<Enco
     }
     Ok(documents
         .iter()
-        .map(|d| tokenizer.join(query, &d.ids))
+        .map(|d| tokenizer.join(query, &d.ids, cut))
         .collect())
 }
 
@@ -206,7 +210,8 @@ async fn info(State(state): State<AppState>) -> Response {
                 "vocab_size": c.vocab_size,
                 "max_position_embeddings": c.max_position_embeddings,
                 "device": model.device,
-                "fused_cpu_path": model.fused_cpu_path,
+                "engine": model.engine.to_string(),
+                "fused_cpu_path": !model.engine.pads(),
             })
         }
         _ => serde_json::Value::Null,

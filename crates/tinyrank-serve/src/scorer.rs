@@ -12,9 +12,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tinyrank_core::fast::Precision;
 use tinyrank_core::{
-    BertConfig, Checkpoint, DeviceChoice, Encoded, PairTokenizer, Reranker, select_device,
+    BertConfig, Checkpoint, Cut, DeviceChoice, Encoded, EngineKind, PairTokenizer, Precision,
+    Reranker, select_device,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -39,10 +39,11 @@ pub struct ScorerConfig {
 pub struct ModelInfo {
     pub config: BertConfig,
     pub device: String,
-    pub fused_cpu_path: bool,
-    /// Set to the server's max length (truncation longest-first, the tokenizer's default);
-    /// cloned into tokenising tasks.
+    pub engine: EngineKind,
+    /// Cloned into tokenising tasks.
     pub tokenizer: PairTokenizer,
+    /// The server's max length, longest-first.
+    pub cut: Cut,
 }
 
 #[derive(Debug, Clone)]
@@ -178,14 +179,15 @@ fn load(config: &ScorerConfig) -> Result<(Reranker, ModelInfo), String> {
     let selected = select_device(config.device).map_err(fail)?;
     let checkpoint = Checkpoint::load(&config.model, &selected.device).map_err(fail)?;
     let model_config = checkpoint.config.clone();
-    let mut reranker = Reranker::from_checkpoint(checkpoint, &selected.device);
+    let mut reranker =
+        Reranker::from_checkpoint(checkpoint, &selected, config.precision).map_err(fail)?;
     reranker.set_max_len(config.max_len).map_err(fail)?;
-    reranker.set_precision(config.precision).map_err(fail)?;
     let info = ModelInfo {
         config: model_config,
         device: selected.description,
-        fused_cpu_path: reranker.uses_fast_path(),
+        engine: reranker.engine(),
         tokenizer: reranker.tokenizer.clone(),
+        cut: reranker.cut(),
     };
     Ok((reranker, info))
 }
@@ -251,7 +253,7 @@ impl Batches<'_> {
     /// Pairs from the front of the queue, in order, until the next would pass the budget
     /// (always at least one).
     fn take_batch(&self, active: &mut VecDeque<Active>) -> Vec<(usize, usize)> {
-        let padded = !self.reranker.uses_fast_path();
+        let padded = self.reranker.engine().pads();
         let (mut picks, mut tokens, mut longest) = (Vec::new(), 0, 0);
         for (a, request) in active.iter_mut().enumerate() {
             while request.next < request.job.pairs.len() {

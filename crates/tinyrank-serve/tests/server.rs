@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use common::{TestServer, dl19_query, teacher_args, teacher_dir};
 use serde_json::json;
-use tinyrank_core::burn::tensor::Device;
-use tinyrank_core::{DEFAULT_MAX_LEN, Reranker};
+use tinyrank_core::{DEFAULT_MAX_LEN, Precision, Reranker, SelectedDevice};
 
 fn library_scores(query: &str, passages: &[String]) -> Vec<f32> {
-    let mut reranker = Reranker::load(&teacher_dir(), &Device::flex()).expect("the teacher");
+    let cpu = SelectedDevice::cpu("");
+    let mut reranker = Reranker::load(&teacher_dir(), &cpu, Precision::F32).expect("the teacher");
     reranker.set_max_len(DEFAULT_MAX_LEN).expect("max len");
     let passages: Vec<&str> = passages.iter().map(String::as_str).collect();
     reranker.score(query, &passages).expect("scores")

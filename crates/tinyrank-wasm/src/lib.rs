@@ -9,7 +9,11 @@ use std::rc::Rc;
 use js_sys::Promise;
 use tinyrank_core::burn::tensor::Device;
 use tinyrank_core::checkpoint::CheckpointFiles;
-use tinyrank_core::{PairTokenizer, Reranker as CoreReranker};
+use tinyrank_core::device::{AdapterFacts, choose};
+use tinyrank_core::{
+    BackendKind, Cut, DeviceChoice, Error as CoreError, Precision, Reranker as CoreReranker,
+    SelectedDevice,
+};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -41,12 +45,38 @@ fn js_error(message: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&message.to_string()).into()
 }
 
+/// The device for `request`, by tinyrank-core's policy over what the page told about its
+/// adapter. A WebGPU device that fails to start counts as no adapter.
+async fn select(request: DeviceChoice, adapter: &str) -> Result<SelectedDevice, CoreError> {
+    let facts = match adapter {
+        "hardware" | "software" => AdapterFacts::Found {
+            software: adapter == "software",
+            description: format!("WebGPU ({adapter} adapter)"),
+        },
+        _ => AdapterFacts::Missing("this browser gives WebGPU no adapter".into()),
+    };
+    let decision = choose(request, &facts)?;
+    if decision.kind == BackendKind::Cpu {
+        return Ok(SelectedDevice::cpu(&decision.reason));
+    }
+    match webgpu_device().await {
+        Ok(device) => Ok(SelectedDevice {
+            device,
+            kind: BackendKind::Gpu,
+            software: adapter == "software",
+            description: format!("webgpu ({adapter} adapter)"),
+        }),
+        Err(why) => {
+            let decision = choose(request, &AdapterFacts::Missing(why))?;
+            Ok(SelectedDevice::cpu(&decision.reason))
+        }
+    }
+}
+
 /// A cross-encoder ready to score in this page.
 #[wasm_bindgen]
 pub struct Reranker {
     model: Rc<CoreReranker>,
-    /// Cut at the max length of the latest call; only borrowed between awaits.
-    tokenizer: RefCell<PairTokenizer>,
     backend: &'static str,
 }
 
@@ -54,10 +84,13 @@ pub struct Reranker {
 impl Reranker {
     /// Builds a reranker from a checkpoint's files: `config.json` text, `model.safetensors`
     /// bytes (f32, f16 or bf16, read as f32), and the tokenizer file (`tokenizer.json` or
-    /// `vocab.txt`, with `tokenizer_config.json` if there is one) by name. `device` is "webgpu", "cpu" or "auto" (WebGPU when it works, else
-    /// the CPU). `origin` names the files in error messages. The weight bytes are consumed: after
+    /// `vocab.txt`, with `tokenizer_config.json` if there is one) by name. `device` is "webgpu",
+    /// "cpu" or "auto", decided by tinyrank-core's device policy from `adapter`, what the page
+    /// found: "hardware", "software" (a fallback adapter such as SwiftShader) or "none".
+    /// `origin` names the files in error messages. The weight bytes are consumed: after
     /// loading, the only copy of the weights is the model's.
     #[wasm_bindgen(js_name = fromFiles)]
+    #[allow(clippy::too_many_arguments)]
     pub async fn from_files(
         config_json: String,
         weights: Vec<u8>,
@@ -65,20 +98,14 @@ impl Reranker {
         tokenizer: Vec<u8>,
         tokenizer_config: Option<Vec<u8>>,
         device: String,
+        adapter: String,
         origin: String,
     ) -> Result<Reranker, JsValue> {
-        let (device, backend) = match device.as_str() {
-            "cpu" => (Device::flex(), "cpu"),
-            "webgpu" => (webgpu_device().await.map_err(js_error)?, "webgpu"),
-            "auto" => match webgpu_device().await {
-                Ok(device) => (device, "webgpu"),
-                Err(_) => (Device::flex(), "cpu"),
-            },
-            other => {
-                return Err(js_error(format!(
-                    "unknown device {other:?}: expected \"auto\", \"webgpu\" or \"cpu\""
-                )));
-            }
+        let request: DeviceChoice = device.parse().map_err(js_error)?;
+        let selected = select(request, &adapter).await.map_err(js_error)?;
+        let backend = match selected.kind {
+            BackendKind::Gpu => "webgpu",
+            BackendKind::Cpu => "cpu",
         };
         let files = CheckpointFiles {
             config_json,
@@ -88,11 +115,9 @@ impl Reranker {
                 .collect(),
             origin,
         };
-        let model = CoreReranker::from_files(files, &device).map_err(js_error)?;
-        let tokenizer = RefCell::new(model.tokenizer.clone());
+        let model = CoreReranker::from_files(files, &selected, Precision::F32).map_err(js_error)?;
         Ok(Reranker {
             model: Rc::new(model),
-            tokenizer,
             backend,
         })
     }
@@ -132,15 +157,9 @@ impl Reranker {
         query: &str,
         passages: &[String],
         max_length: usize,
-    ) -> Result<Vec<tinyrank_core::Encoded>, tinyrank_core::Error> {
-        self.model.model().check_max_len(max_length)?;
-        tinyrank_core::reranker::check_query(query)?;
-        let mut tokenizer = self.tokenizer.borrow_mut();
-        if tokenizer.max_len() != max_length {
-            tokenizer.set_max_len(max_length)?;
-        }
+    ) -> Result<Vec<tinyrank_core::Encoded>, CoreError> {
         let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
-        tokenizer.encode_pairs(query, &refs)
+        self.model.encode_with(query, &refs, Cut::new(max_length)?)
     }
 }
 

@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use super::{LANES, round_to_bits, tiled};
+use super::gemm::tiled;
+use super::kernels::{LANES, round_to_bits};
 
 /// Rows of one micro-kernel call (one broadcast each per step).
 const MR: usize = 4;

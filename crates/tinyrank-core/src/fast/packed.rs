@@ -5,7 +5,7 @@
 //! token row is read in place. Each kernel call multiplies 6 rows by one panel over all of k
 //! into 12 vector accumulators, so each output is written once.
 
-use super::tiled;
+use super::gemm::tiled;
 
 /// Rows of one micro-kernel call (one broadcast each per step).
 const MR: usize = 6;

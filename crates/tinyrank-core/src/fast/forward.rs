@@ -1,0 +1,269 @@
+//! The fused forward pass over a batch of pairs packed end to end (no padding).
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::gemm::{SharedMut, View, matmul, project};
+use super::int8;
+use super::kernels::{activate, add_bias, add_norm, softmax_rows};
+use super::layout::{Dense, Layer, Norm, dense_row};
+use crate::config::Activation;
+use crate::engine::Precision;
+use crate::rules;
+use crate::tokenizer::Encoded;
+
+/// A read-only copy of a [`crate::model::CrossEncoder`]'s weights laid out for the CPU scoring path.
+pub struct FastCrossEncoder {
+    pub(super) word: Vec<f32>,
+    pub(super) position: Vec<f32>,
+    pub(super) token_type: Vec<f32>,
+    pub(super) embedding_norm: Norm,
+    pub(super) layers: Vec<Layer>,
+    pub(super) pooler: Dense,
+    pub(super) classifier: Dense,
+    pub(super) hidden: usize,
+    pub(super) heads: usize,
+    pub(super) eps: f32,
+    pub(super) activation: Activation,
+    pub(super) precision: Precision,
+    /// Scratch space of the last batch, taken by the next (a second concurrent caller
+    /// allocates its own).
+    pub(super) scratch: std::sync::Mutex<Buffers>,
+}
+
+impl std::fmt::Debug for FastCrossEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "FastCrossEncoder({} layers, {} hidden, {:?})",
+            self.layers.len(),
+            self.hidden,
+            self.precision
+        )
+    }
+}
+
+/// Rows per rayon task for the element-wise passes: enough work to outweigh scheduling.
+fn rows_per_task(width: usize) -> usize {
+    (16_384 / width.max(1)).max(1)
+}
+
+/// Scratch buffers reused across the layers of one batch.
+#[derive(Default)]
+pub(super) struct Buffers {
+    hidden: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    attended: Vec<f32>,
+    inner: Vec<f32>,
+    quantized: int8::QuantizedRows,
+}
+
+impl Buffers {
+    /// Sizes every buffer for `tokens` rows. Kept between batches: fresh buffers this large
+    /// come from the kernel as zeroed pages, which cost 5% of the time in profiles.
+    fn resize(&mut self, tokens: usize, hidden: usize, ffn: usize) {
+        self.hidden.resize(tokens * hidden, 0.0);
+        self.qkv.resize(tokens * 3 * hidden, 0.0);
+        self.context.resize(tokens * hidden, 0.0);
+        self.attended.resize(tokens * hidden, 0.0);
+        self.inner.resize(tokens * ffn, 0.0);
+    }
+}
+
+impl FastCrossEncoder {
+    /// Ranking scores of already tokenised pairs ([`rules::ranking_score`]).
+    pub fn score(&self, pairs: &[&Encoded]) -> Vec<f32> {
+        if pairs.is_empty() {
+            return Vec::new();
+        }
+        let h = self.hidden;
+        let starts: Vec<usize> = pairs
+            .iter()
+            .scan(0, |at, p| {
+                let start = *at;
+                *at += p.ids.len();
+                Some(start)
+            })
+            .collect();
+        let tokens: usize = pairs.iter().map(|p| p.ids.len()).sum();
+
+        let mut buffers = self
+            .scratch
+            .try_lock()
+            .map(|mut kept| std::mem::take(&mut *kept))
+            .unwrap_or_default();
+        let ffn = self.layers.first().map_or(0, |l| l.intermediate.d_out);
+        buffers.resize(tokens, h, ffn);
+        let mut hidden = std::mem::take(&mut buffers.hidden);
+        self.embed(pairs, &mut hidden);
+        for layer in &self.layers {
+            self.layer(layer, pairs, &starts, &mut hidden, &mut buffers);
+        }
+
+        // Pooler and head on each pair's [CLS] row: small, so plain loops.
+        let scores = starts
+            .iter()
+            .map(|&start| {
+                let cls = &hidden[start * h..(start + 1) * h];
+                let pooled: Vec<f32> = dense_row(cls, &self.pooler)
+                    .into_iter()
+                    .map(f32::tanh)
+                    .collect();
+                let logits = dense_row(&pooled, &self.classifier);
+                rules::ranking_score(&logits)
+            })
+            .collect();
+        buffers.hidden = hidden;
+        if let Ok(mut kept) = self.scratch.try_lock() {
+            *kept = buffers;
+        }
+        scores
+    }
+
+    /// Word + position + token-type embeddings, then LayerNorm, into `out` (`[tokens, hidden]`).
+    fn embed(&self, pairs: &[&Encoded], out: &mut [f32]) {
+        let h = self.hidden;
+        let mut rows: Vec<(u32, u32, usize)> = Vec::with_capacity(out.len() / h);
+        for pair in pairs {
+            for (position, (&id, &ty)) in pair.ids.iter().zip(&pair.type_ids).enumerate() {
+                rows.push((id, ty, position));
+            }
+        }
+        let zeros = vec![0.0f32; h];
+        out.par_chunks_mut(h)
+            .zip(rows.par_iter())
+            .with_min_len(rows_per_task(h))
+            .for_each(|(row, &(id, ty, position))| {
+                let word = &self.word[id as usize * h..][..h];
+                let pos = &self.position[position * h..][..h];
+                let typ = &self.token_type[ty as usize * h..][..h];
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x = word[j] + pos[j] + typ[j];
+                }
+                add_norm(row, &zeros, &zeros, &self.embedding_norm, self.eps);
+            });
+    }
+
+    fn layer(
+        &self,
+        layer: &Layer,
+        pairs: &[&Encoded],
+        starts: &[usize],
+        hidden: &mut [f32],
+        buffers: &mut Buffers,
+    ) {
+        let h = self.hidden;
+        let tokens = hidden.len() / h;
+        let heads = self.heads;
+        let head_dim = h / heads;
+        let eps = self.eps;
+
+        let quantized = &mut buffers.quantized;
+        project(hidden, tokens, &layer.qkv, &mut buffers.qkv, quantized);
+        buffers
+            .qkv
+            .par_chunks_mut(3 * h)
+            .with_min_len(rows_per_task(3 * h))
+            .for_each(|row| add_bias(row, &layer.qkv.bias));
+
+        // Attention per (pair, head): scores = Q K^T (Q pre-scaled), softmax, context = P V.
+        let qkv = SharedMut(buffers.qkv.as_mut_ptr());
+        let context = SharedMut(buffers.context.as_mut_ptr());
+        let stride = 3 * h;
+        (0..pairs.len() * heads).into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(scores, inv_sums): &mut (Vec<f32>, Vec<f32>), task| {
+                let (pair, head) = (task / heads, task % heads);
+                let len = pairs[pair].ids.len();
+                let start = starts[pair];
+                scores.resize(len * len, 0.0);
+                inv_sums.resize(len, 0.0);
+                // SAFETY: every task reads Q, K, V of its own pair and head and writes only its
+                // pair's rows and head's columns of `context`; the buffers outlive the loop.
+                unsafe {
+                    let head_view = |offset: usize| View {
+                        ptr: qkv.get().add(start * stride + offset + head * head_dim),
+                        row_stride: stride,
+                    };
+                    let (q, k, v) = (head_view(0), head_view(h), head_view(2 * h));
+                    let none = Parallelism::None;
+                    matmul(
+                        [len, len, head_dim],
+                        scores.as_mut_ptr(),
+                        len,
+                        q,
+                        k,
+                        true,
+                        none,
+                    );
+                    softmax_rows(scores, len, inv_sums);
+                    let out = context.get().add(start * h + head * head_dim);
+                    let probs = View {
+                        ptr: scores.as_ptr(),
+                        row_stride: len,
+                    };
+                    matmul([len, head_dim, len], out, h, probs, v, false, none);
+                    for (row, &inv) in inv_sums.iter().enumerate() {
+                        let row = std::slice::from_raw_parts_mut(out.add(row * h), head_dim);
+                        for x in row {
+                            *x *= inv;
+                        }
+                    }
+                }
+            },
+        );
+
+        project(
+            &buffers.context,
+            tokens,
+            &layer.attention_output,
+            &mut buffers.attended,
+            &mut buffers.quantized,
+        );
+        buffers
+            .attended
+            .par_chunks_mut(h)
+            .zip(hidden.par_chunks(h))
+            .with_min_len(rows_per_task(h))
+            .for_each(|(row, residual)| {
+                add_norm(
+                    row,
+                    &layer.attention_output.bias,
+                    residual,
+                    &layer.attention_norm,
+                    eps,
+                )
+            });
+
+        let ffn = layer.intermediate.d_out;
+        project(
+            &buffers.attended,
+            tokens,
+            &layer.intermediate,
+            &mut buffers.inner,
+            &mut buffers.quantized,
+        );
+        let activation = self.activation;
+        buffers
+            .inner
+            .par_chunks_mut(ffn)
+            .with_min_len(rows_per_task(ffn))
+            .for_each(|row| activate(row, &layer.intermediate.bias, activation));
+
+        project(
+            &buffers.inner,
+            tokens,
+            &layer.output,
+            hidden,
+            &mut buffers.quantized,
+        );
+        hidden
+            .par_chunks_mut(h)
+            .zip(buffers.attended.par_chunks(h))
+            .with_min_len(rows_per_task(h))
+            .for_each(|(row, residual)| {
+                add_norm(row, &layer.output.bias, residual, &layer.output_norm, eps)
+            });
+    }
+}

@@ -1,0 +1,272 @@
+//! What shapes a training run: the method, its terms, and every hyper-parameter with its one
+//! default. The CLI flattens [`TrainConfig`] into `tinyrank distill`'s flags.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::losses::LayerMap;
+
+/// The training objective. Each method's loss terms are defined in `objective.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Simplified TinyBERT: attention + hidden + soft + hard, in one step.
+    Simplified,
+    /// Standard KD: alpha * soft + (1 - alpha) * hard.
+    Standard,
+    /// TinyBERT's two steps: attention + hidden at a constant learning rate, then soft only.
+    Tinybert,
+    /// Margin-MSE to the teacher's score differences within each group.
+    MarginMse,
+    /// KL divergence to the teacher's softmax over each group of a query's candidates.
+    Listwise,
+    /// Hard labels only, no teacher: plain fine-tuning.
+    Labels,
+}
+
+impl Method {
+    pub const ALL: [Method; 6] = [
+        Method::Simplified,
+        Method::Standard,
+        Method::Tinybert,
+        Method::MarginMse,
+        Method::Listwise,
+        Method::Labels,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Simplified => "simplified",
+            Method::Standard => "standard",
+            Method::Tinybert => "tinybert",
+            Method::MarginMse => "margin-mse",
+            Method::Listwise => "listwise",
+            Method::Labels => "labels",
+        }
+    }
+
+    pub fn needs_teacher(self) -> bool {
+        self != Method::Labels
+    }
+
+    /// Methods whose loss compares candidates of one query with each other.
+    pub fn grouped(self) -> bool {
+        matches!(self, Method::MarginMse | Method::Listwise)
+    }
+
+    /// Methods with attention and hidden-state terms (at some step).
+    pub fn intermediate(self) -> bool {
+        matches!(self, Method::Simplified | Method::Tinybert)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown method {s:?}: expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Every default of [`TrainConfig`], in one place (the CLI's flags read them from here).
+pub const DEFAULTS: TrainConfig = TrainConfig {
+    method: Method::Simplified,
+    temperature: 1.0,
+    alpha: 0.5,
+    learning_rate: 1e-4,
+    weight_decay: 0.01,
+    warmup: 0.1,
+    max_grad_norm: 1.0,
+    batch_size: 16,
+    accumulation: 1,
+    group_size: 8,
+    // Half of rerank's 256: training costs grow with length, and DL's BM25 passages average
+    // about 90 tokens a pair.
+    max_len: 128,
+    steps: 1,
+    seed: 42,
+    tinybert_split: 0.5,
+    layer_map: None,
+};
+
+/// Everything that shapes the trained weights (and so must match when resuming).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct TrainConfig {
+    /// simplified, standard, tinybert, margin-mse, listwise or labels.
+    #[arg(long, default_value_t = DEFAULTS.method)]
+    pub method: Method,
+    /// Softmax temperature of the soft cross-entropy and the listwise KL.
+    #[arg(long, default_value_t = DEFAULTS.temperature)]
+    pub temperature: f64,
+    /// Standard KD's weight of the soft loss.
+    #[arg(long, default_value_t = DEFAULTS.alpha)]
+    pub alpha: f64,
+    #[arg(long = "lr", default_value_t = DEFAULTS.learning_rate)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = DEFAULTS.weight_decay)]
+    pub weight_decay: f64,
+    /// Fraction of the steps of linear warm-up.
+    #[arg(long, default_value_t = DEFAULTS.warmup)]
+    pub warmup: f64,
+    /// Global gradient-norm clip; 0 disables.
+    #[arg(long, default_value_t = DEFAULTS.max_grad_norm)]
+    pub max_grad_norm: f64,
+    /// Pairs per micro-batch.
+    #[arg(long, default_value_t = DEFAULTS.batch_size)]
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    #[arg(long, default_value_t = DEFAULTS.accumulation)]
+    pub accumulation: usize,
+    /// Candidates of one query per group (margin-mse, listwise).
+    #[arg(long, default_value_t = DEFAULTS.group_size)]
+    pub group_size: usize,
+    /// Pair length in tokens for training and this command's evaluation; half of rerank's
+    /// 256, since training costs grow with length and DL's BM25 pairs average about 90 tokens.
+    #[arg(long, default_value_t = DEFAULTS.max_len)]
+    pub max_len: usize,
+    /// Optimiser steps; set from --steps or --epochs.
+    #[arg(skip = DEFAULTS.steps)]
+    pub steps: usize,
+    #[arg(long, default_value_t = DEFAULTS.seed)]
+    pub seed: u64,
+    /// TinyBERT: the fraction of steps spent on its first (intermediate) step.
+    #[arg(long, default_value_t = DEFAULTS.tinybert_split)]
+    pub tinybert_split: f64,
+    /// attention=1,3,5;hidden=0,2,4,6 (default: the paper's uniform map).
+    #[arg(long)]
+    pub layer_map: Option<LayerMap>,
+}
+
+impl TrainConfig {
+    pub fn new(method: Method, steps: usize) -> Self {
+        Self {
+            method,
+            steps,
+            ..DEFAULTS
+        }
+    }
+
+    /// Examples consumed by one optimiser step.
+    pub fn pairs_per_step(&self) -> usize {
+        self.batch_size * self.accumulation
+    }
+
+    /// Steps that `epochs` passes over `examples` take.
+    pub fn steps_for_epochs(&self, epochs: f64, examples: usize) -> usize {
+        ((epochs * examples as f64) / self.pairs_per_step() as f64).ceil() as usize
+    }
+
+    pub(super) fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("batch size", self.batch_size),
+            ("accumulation", self.accumulation),
+            ("steps", self.steps),
+            ("max length", self.max_len),
+            ("group size", self.group_size),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1"));
+        }
+        if self.method.grouped() {
+            if self.group_size < 2 {
+                return Err(format!("{} needs a group size of at least 2", self.method));
+            }
+            if !self.batch_size.is_multiple_of(self.group_size) {
+                return Err(format!(
+                    "batch size {} is not a multiple of the group size {}",
+                    self.batch_size, self.group_size
+                ));
+            }
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err("the learning rate must be a positive number".into());
+        }
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
+            return Err("the temperature must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.alpha)
+            || !(0.0..1.0).contains(&self.warmup)
+            || !(0.0..1.0).contains(&self.tinybert_split)
+        {
+            return Err("alpha must be in [0, 1], warmup and tinybert split in [0, 1)".into());
+        }
+        Ok(())
+    }
+
+    /// Examples per unit of the data order: a group of one query's candidates, or one.
+    pub(super) fn group(&self) -> usize {
+        if self.method.grouped() {
+            self.group_size
+        } else {
+            1
+        }
+    }
+
+    /// First step of TinyBERT's prediction-layer step.
+    pub(super) fn split_step(&self) -> usize {
+        (self.steps as f64 * self.tinybert_split).round() as usize
+    }
+
+    /// Whether `step` trains the attention and hidden-state terms.
+    pub(super) fn intermediate_at(&self, step: usize) -> bool {
+        match self.method {
+            Method::Simplified => true,
+            Method::Tinybert => step < self.split_step(),
+            _ => false,
+        }
+    }
+
+    /// Learning rate at `step`: warm-up then linear decay; TinyBERT's first step is constant
+    /// and its second step gets a schedule of its own.
+    pub(super) fn learning_rate_at(&self, step: usize) -> f64 {
+        let schedule = |step: usize, total: usize| {
+            let warmup = (self.warmup * total as f64).round() as usize;
+            crate::optim::linear_schedule(step, total, warmup, self.learning_rate)
+        };
+        if self.method == Method::Tinybert {
+            let split = self.split_step();
+            if step < split {
+                return self.learning_rate;
+            }
+            return schedule(step - split, self.steps - split);
+        }
+        schedule(step, self.steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_parse_and_print() {
+        for m in Method::ALL {
+            assert_eq!(m.name().parse::<Method>().unwrap(), m);
+        }
+        assert!("kd".parse::<Method>().unwrap_err().contains("simplified"));
+    }
+
+    #[test]
+    fn tinybert_runs_its_first_step_at_a_constant_rate() {
+        let mut config = TrainConfig::new(Method::Tinybert, 100);
+        config.learning_rate = 1.0;
+        assert_eq!(config.learning_rate_at(0), 1.0);
+        assert_eq!(config.learning_rate_at(49), 1.0);
+        assert!((config.learning_rate_at(50) - 0.2).abs() < 1e-12);
+        assert!(config.learning_rate_at(99) < 0.03);
+    }
+}

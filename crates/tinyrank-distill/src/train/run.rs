@@ -1,0 +1,480 @@
+//! The training loop: [`train`] and the state of a run between steps.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use tinyrank_core::checkpoint::save_checkpoint;
+use tinyrank_core::{
+    Batch, Checkpoint, Cut, Encoded, PairTokenizer, Precision, Reranker, SaveDtype, SelectedDevice,
+    Trace,
+};
+
+use super::batches::{EpochOrders, encode_examples, make_units};
+use super::checkpoint::{CHECKPOINT_DIR, CheckpointWriter, load_optimizer, read_state};
+use super::config::{Method, TrainConfig};
+use super::log::{LOG_FILE, PLOT_FILE, StepLog, append_log, read_log, rewrite_log, write_plot};
+use super::objective::{Outputs, Term, total};
+use super::{
+    BEST_DIR, Event, Outcome, STUDENT_DIR, Student, TrainError, TrainSetup, check_pair,
+    new_fit_dense,
+};
+use crate::examples::Example;
+use crate::losses::LayerMap;
+use crate::optim::{AccumulatedGrads, AdamW};
+use crate::rerank::EvalSet;
+
+/// Trains, checkpoints, evaluates and exports; see the module docs.
+pub fn train(
+    setup: TrainSetup,
+    stop: &AtomicBool,
+    mut observe: impl FnMut(Event<'_>),
+) -> Result<Outcome, TrainError> {
+    let (mut run, mut student) = Run::prepare(setup)?;
+    observe(Event::Started {
+        start_step: run.start_step,
+        total_steps: run.config.steps,
+        examples: run.examples.len(),
+        resumed_from: run.resumed_from.as_deref(),
+    });
+    for step in run.start_step..run.config.steps {
+        let (trained, mut log) = run.step(student, step)?;
+        student = trained;
+        let done = step + 1;
+        if run.evaluation_due(done) {
+            let (ndcg10, best) = run.evaluate(&student, done)?;
+            log.dev_ndcg10 = Some(ndcg10);
+            observe(Event::Dev {
+                step: done,
+                ndcg10,
+                best,
+            });
+        }
+        run.record(log)?;
+        if let Some(log) = run.logs.last() {
+            observe(Event::Step(log));
+        }
+        let stopping = stop.load(Ordering::SeqCst);
+        if stopping || done.is_multiple_of(run.checkpoint_every) || done == run.config.steps {
+            run.save(&student, done)?;
+            let dir = &run.writer.dir;
+            observe(Event::Saved { step: done, dir });
+        }
+        if stopping && done < run.config.steps {
+            let checkpoint = run.writer.dir.clone();
+            return Ok(Outcome::Stopped {
+                step: done,
+                checkpoint,
+            });
+        }
+    }
+    run.export(&student)
+}
+
+/// A run between steps: everything but the student, which the optimiser takes and gives back.
+struct Run {
+    config: TrainConfig,
+    teacher: Option<Checkpoint>,
+    layer_map: Option<LayerMap>,
+    examples: Vec<Example>,
+    encoded: Vec<Encoded>,
+    units: Vec<Vec<usize>>,
+    orders: EpochOrders,
+    tokenizer: PairTokenizer,
+    device: SelectedDevice,
+    optimizer: AdamW,
+    grads: AccumulatedGrads,
+    writer: CheckpointWriter,
+    out_dir: PathBuf,
+    dev: Option<EvalSet>,
+    eval_every: usize,
+    checkpoint_every: usize,
+    start_step: usize,
+    resumed_from: Option<PathBuf>,
+    logs: Vec<StepLog>,
+    best_dev: Option<(usize, f64)>,
+    last_saved: Option<(usize, PathBuf)>,
+    started: Instant,
+    trained_pairs: usize,
+}
+
+impl Run {
+    /// Checks the set-up, tokenises the data, builds `fit_dense` and resumes when a checkpoint
+    /// of this run is there.
+    fn prepare(setup: TrainSetup) -> Result<(Self, Student), TrainError> {
+        let TrainSetup {
+            config,
+            identity,
+            teacher,
+            student,
+            examples,
+            device,
+            out_dir,
+            resume,
+            checkpoint_every,
+            dev,
+            eval_every,
+        } = setup;
+        let layer_map = check_setup(&config, teacher.as_ref(), &student, &examples)?;
+        let cut = Cut::new(config.max_len)?;
+        let encoded = encode_examples(&student.tokenizer, cut, &examples)?;
+        let units = make_units(&examples, config.group(), config.seed);
+        if units.is_empty() {
+            return Err(TrainError::Setup(no_units_message(&config)));
+        }
+        let autodiff = device.device.clone().autodiff();
+        let teacher_width = teacher.as_ref().map(|t| t.model.hidden_size());
+        let Checkpoint {
+            config: student_config,
+            model,
+            fit_dense,
+            tokenizer,
+            tokenizer_files,
+            ..
+        } = student;
+        let fit_dense = match (&layer_map, fit_dense, teacher_width) {
+            (Some(_), None, Some(width)) => {
+                Some(new_fit_dense(model.hidden_size(), width, &autodiff))
+            }
+            (_, fit, _) => fit,
+        };
+        check_fit_dense(
+            fit_dense.as_ref(),
+            &layer_map,
+            model.hidden_size(),
+            teacher_width,
+        )?;
+        let checkpoint_dir = out_dir.join(CHECKPOINT_DIR);
+        let resumed_from = resume
+            .or_else(|| CheckpointWriter::exists(&checkpoint_dir).then(|| checkpoint_dir.clone()));
+        let optimizer = AdamW::new(config.weight_decay);
+        let mut run = Run {
+            orders: EpochOrders::new(units.len(), config.seed),
+            config,
+            teacher,
+            layer_map,
+            examples,
+            encoded,
+            units,
+            tokenizer,
+            device,
+            optimizer,
+            grads: AccumulatedGrads::default(),
+            writer: CheckpointWriter {
+                dir: checkpoint_dir,
+                student_config,
+                tokenizer_files,
+                identity,
+            },
+            out_dir,
+            dev,
+            eval_every,
+            checkpoint_every: checkpoint_every.max(1),
+            start_step: 0,
+            resumed_from,
+            logs: Vec::new(),
+            best_dev: None,
+            last_saved: None,
+            started: Instant::now(),
+            trained_pairs: 0,
+        };
+        let student = run.resume(Student { model, fit_dense }, &autodiff)?;
+        std::fs::create_dir_all(&run.out_dir)
+            .map_err(|e| tinyrank_core::Error::io(&run.out_dir, e))?;
+        let log_path = run.out_dir.join(LOG_FILE);
+        run.logs = read_log(&log_path, run.start_step);
+        rewrite_log(&log_path, &run.logs)?;
+        Ok((run, student))
+    }
+
+    /// Continues from `resumed_from` when set: its weights, optimiser state and step.
+    fn resume(&mut self, student: Student, autodiff: &Device) -> Result<Student, TrainError> {
+        let Some(dir) = self.resumed_from.clone() else {
+            return Ok(student);
+        };
+        let state = read_state(&dir)?;
+        if let Some(field) = self.writer.identity.first_difference(&state.identity) {
+            return Err(TrainError::Setup(format!(
+                "{} is a checkpoint of another run: {field} differs. Resume with the same \
+                 settings, or pick another --out",
+                dir.display()
+            )));
+        }
+        let saved = Checkpoint::load(&dir, autodiff)?;
+        load_optimizer(&dir, &state, &mut self.optimizer, &self.device.device)?;
+        self.start_step = state.step;
+        self.best_dev = state.best_dev;
+        self.last_saved = Some((state.step, self.writer.dir.clone()));
+        Ok(Student {
+            model: saved.model,
+            fit_dense: saved.fit_dense.or(student.fit_dense),
+        })
+    }
+
+    /// One optimiser step over `accumulation` micro-batches; returns the updated student.
+    fn step(&mut self, student: Student, step: usize) -> Result<(Student, StepLog), TrainError> {
+        let config = self.config.clone();
+        if config.method == Method::Tinybert && step == config.split_step() && step > 0 {
+            self.optimizer.reset();
+        }
+        let lr = config.learning_rate_at(step);
+        self.grads.clear();
+        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        for micro in 0..config.accumulation {
+            let picked = self.picked(step, micro);
+            let terms = self.terms(&student, &picked, step);
+            let Some(total) = total(&terms) else {
+                return Err(TrainError::Setup(format!(
+                    "{} has no loss terms",
+                    config.method
+                )));
+            };
+            let values = read_terms(&total, &terms);
+            let loss = values.first().copied().unwrap_or(f64::NAN);
+            self.check_finite(step, loss)?;
+            for (term, v) in terms.iter().zip(&values[1..]) {
+                *sums.entry(term.name.to_string()).or_default() += v;
+            }
+            *sums.entry("loss".into()).or_default() += loss;
+            self.grads.add(&student, &total.backward());
+            self.trained_pairs += picked.len();
+        }
+        let norm = self.grads.global_norm();
+        self.check_finite(step, norm)?;
+        let clip = if config.max_grad_norm > 0.0 && norm > config.max_grad_norm {
+            config.max_grad_norm / norm
+        } else {
+            1.0
+        };
+        let scale = clip / config.accumulation as f64;
+        let student = self.optimizer.step(student, &self.grads, lr, scale);
+        Ok((student, self.step_log(step + 1, lr, sums, norm)))
+    }
+
+    /// The examples of micro-batch `micro` of `step`, in the run's data order.
+    fn picked(&mut self, step: usize, micro: usize) -> Vec<usize> {
+        let per_micro = self.config.batch_size / self.config.group();
+        let first = (step * self.config.accumulation + micro) * per_micro;
+        (first..first + per_micro)
+            .flat_map(|u| self.units[self.orders.unit_at(u)].iter().copied())
+            .collect()
+    }
+
+    /// The forward passes of one micro-batch and its method's loss terms.
+    fn terms(&self, student: &Student, picked: &[usize], step: usize) -> Vec<Term> {
+        let intermediate = self.config.intermediate_at(step);
+        let trace = if intermediate {
+            Trace::ALL
+        } else {
+            Trace::default()
+        };
+        let device = &self.device.device;
+        let rows = picked.iter().map(|&i| &self.encoded[i]);
+        let batch = Batch::from_encoded(rows, self.tokenizer.pad_id(), device);
+        let teacher = self
+            .teacher
+            .as_ref()
+            .map(|t| t.model.forward(&batch, trace));
+        let outputs = Outputs {
+            config: &self.config,
+            batch: &batch,
+            student: student.model.forward(&batch, trace),
+            teacher,
+            fit_dense: student.fit_dense.as_ref(),
+            layer_map: self.layer_map.as_ref(),
+            labels: picked.iter().map(|&i| self.examples[i].label).collect(),
+            device,
+        };
+        self.config.method.terms(&outputs, intermediate)
+    }
+
+    fn check_finite(&self, step: usize, value: f64) -> Result<(), TrainError> {
+        if value.is_finite() {
+            return Ok(());
+        }
+        Err(TrainError::NonFinite {
+            step: step + 1,
+            value,
+            last_good: self.last_saved.clone(),
+        })
+    }
+
+    fn step_log(
+        &self,
+        done: usize,
+        lr: f64,
+        mut sums: BTreeMap<String, f64>,
+        norm: f64,
+    ) -> StepLog {
+        let micro = self.config.accumulation as f64;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let examples = (self.units.len() * self.config.group()) as f64;
+        StepLog {
+            step: done,
+            epoch: (done * self.config.pairs_per_step()) as f64 / examples,
+            lr,
+            loss: sums.remove("loss").unwrap_or(0.0) / micro,
+            terms: sums.into_iter().map(|(k, v)| (k, v / micro)).collect(),
+            grad_norm: norm,
+            pairs_per_sec: self.trained_pairs as f64 / elapsed.max(1e-9),
+            elapsed_s: elapsed,
+            dev_ndcg10: None,
+        }
+    }
+
+    fn evaluation_due(&self, done: usize) -> bool {
+        self.dev.is_some()
+            && self.eval_every > 0
+            && (done.is_multiple_of(self.eval_every) || done == self.config.steps)
+    }
+
+    /// Dev nDCG@10 of the student as it is; keeps it in `best/` when it is the best so far.
+    fn evaluate(&mut self, student: &Student, done: usize) -> Result<(f64, bool), TrainError> {
+        let Some(dev) = &self.dev else {
+            return Ok((0.0, false));
+        };
+        let model = student.model.valid();
+        let mut reranker =
+            Reranker::new(model, self.tokenizer.clone(), &self.device, Precision::F32)?;
+        reranker.set_max_len(self.config.max_len)?;
+        let run = dev
+            .rerank(&reranker, |_| {})
+            .map_err(|e| TrainError::Setup(e.to_string()))?;
+        let (ndcg, _) = dev.ndcg10_rr10(&run);
+        let best = self.best_dev.is_none_or(|(_, b)| ndcg > b);
+        if best {
+            self.best_dev = Some((done, ndcg));
+            self.export_weights(student, &self.out_dir.join(BEST_DIR))?;
+        }
+        Ok((ndcg, best))
+    }
+
+    fn record(&mut self, log: StepLog) -> Result<(), TrainError> {
+        append_log(&self.out_dir.join(LOG_FILE), &log)?;
+        self.logs.push(log);
+        Ok(())
+    }
+
+    fn save(&mut self, student: &Student, done: usize) -> Result<(), TrainError> {
+        self.writer
+            .save(student, &self.optimizer, done, self.best_dev)?;
+        write_plot(
+            &self.out_dir.join(PLOT_FILE),
+            &self.logs,
+            self.config.method,
+        )?;
+        self.last_saved = Some((done, self.writer.dir.clone()));
+        Ok(())
+    }
+
+    /// The student as an HF checkpoint, without `fit_dense`.
+    fn export_weights(&self, student: &Student, dir: &std::path::Path) -> Result<(), TrainError> {
+        save_checkpoint(
+            dir,
+            &self.writer.student_config,
+            &student.model,
+            None,
+            &self.writer.tokenizer_files,
+            SaveDtype::F32,
+        )?;
+        Ok(())
+    }
+
+    /// Writes `student/`: the best dev checkpoint when there is one, else the last weights.
+    fn export(self, student: &Student) -> Result<Outcome, TrainError> {
+        let student_dir = self.out_dir.join(STUDENT_DIR);
+        let best_dir = self.out_dir.join(BEST_DIR);
+        match self.best_dev {
+            Some(_) if best_dir.join("config.json").is_file() => {
+                let best = Checkpoint::load(&best_dir, &self.device.device)?;
+                best.save(&student_dir, SaveDtype::F32)?;
+            }
+            _ => self.export_weights(student, &student_dir)?,
+        }
+        write_plot(
+            &self.out_dir.join(PLOT_FILE),
+            &self.logs,
+            self.config.method,
+        )?;
+        Ok(Outcome::Finished {
+            student_dir,
+            steps: self.config.steps,
+            best_dev: self.best_dev,
+        })
+    }
+}
+
+/// Refuses a set-up that cannot train; returns the layer map of the intermediate terms.
+fn check_setup(
+    config: &TrainConfig,
+    teacher: Option<&Checkpoint>,
+    student: &Checkpoint,
+    examples: &[Example],
+) -> Result<Option<LayerMap>, TrainError> {
+    config.check().map_err(TrainError::Setup)?;
+    if config.method.needs_teacher() && teacher.is_none() {
+        return Err(TrainError::Setup(format!(
+            "{} needs a teacher",
+            config.method
+        )));
+    }
+    let layer_map = match teacher {
+        Some(t) => check_pair(t, student, config).map_err(TrainError::Setup)?,
+        None => None,
+    };
+    if config.method == Method::Labels && examples.iter().all(|e| e.label.is_none()) {
+        return Err(TrainError::Setup(
+            "labels: none of the training examples has a label (give qrels or triples)".into(),
+        ));
+    }
+    Ok(layer_map)
+}
+
+fn check_fit_dense(
+    fit: Option<&burn::nn::Linear>,
+    layer_map: &Option<LayerMap>,
+    student_width: usize,
+    teacher_width: Option<usize>,
+) -> Result<(), TrainError> {
+    if let (Some(_), Some(fit), Some(teacher_width)) = (layer_map, fit, teacher_width) {
+        let want = [student_width, teacher_width];
+        if fit.weight.dims() != want {
+            return Err(TrainError::Setup(format!(
+                "the student's fit_dense maps {:?} but student and teacher widths need {want:?}",
+                fit.weight.dims()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn no_units_message(config: &TrainConfig) -> String {
+    let why = if config.method.grouped() {
+        format!(
+            " form a group of {} candidates of one query",
+            config.group_size
+        )
+    } else {
+        String::new()
+    };
+    format!("no training examples{why}")
+}
+
+/// The total and each term in one read from the device.
+fn read_terms(total: &Tensor<1>, terms: &[Term]) -> Vec<f64> {
+    let all: Vec<Tensor<1>> = std::iter::once(total.clone())
+        .chain(terms.iter().map(|t| t.value.clone()))
+        .map(|t| t.detach().inner())
+        .collect();
+    Tensor::cat(all, 0)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
