@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Every test tinyrank has: the Rust suites (unit, parity with transformers on CPU and wgpu,
+# Every test tinyrank has: the lint gates (rustfmt, clippy on native and wasm32 with the
+# workspace's [workspace.lints] as errors), the Rust suites (unit, parity with transformers on CPU and wgpu,
 # real-data CLI tests) in release mode so that the real models run at speed, then the npm
 # package built for wasm32 and tested from Node and in headless Chromium (WebGPU through
 # SwiftShader, and the CPU fallback). Assets come from ../shared or $TINYRANK_SHARED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TINYRANK_SHARED="${TINYRANK_SHARED:-$(cd .. && pwd)/shared}"
+
+echo "== Gates: rustfmt, clippy (native, wasm32)"
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets
+cargo clippy --release --target wasm32-unknown-unknown -p tinyrank-wasm
 
 echo "== Rust tests"
 cargo test --release --workspace

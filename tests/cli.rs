@@ -1,5 +1,6 @@
 //! The `tinyrank` binary on real data, and its handling of bad input: one line naming the file
 //! and what is wrong, exit code 2, and no good output replaced.
+#![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
 mod common;
 

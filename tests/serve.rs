@@ -1,5 +1,6 @@
 //! `tinyrank serve` as a deployment runs it: a process on a free loopback port, JSON logs on
 //! stderr, the scores `tinyrank rerank` writes, and SIGTERM that finishes admitted requests.
+#![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
 mod common;
 

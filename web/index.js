@@ -2,7 +2,11 @@
 // it, on WebGPU when the browser has it and on the CPU (WebAssembly) otherwise. The model,
 // tokenizer, scoring and device policy are tinyrank-core compiled to wasm32; this file only
 // fetches files, reports what WebGPU adapter the page has and sorts.
-import init, { Bm25 as WasmBm25, Reranker as WasmReranker } from "./pkg/tinyrank_wasm.js";
+import init, {
+  Bm25 as WasmBm25,
+  Reranker as WasmReranker,
+  checkDevice,
+} from "./pkg/tinyrank_wasm.js";
 
 const isNode = typeof process !== "undefined" && !!process.versions?.node;
 let wasmReady;
@@ -106,10 +110,8 @@ export class Reranker {
    * software ones included) or "cpu".
    */
   static async load(source, { device = "auto" } = {}) {
-    if (!["auto", "webgpu", "cpu"].includes(device)) {
-      throw new Error(`tinyrank: unknown device "${device}": expected "auto", "webgpu" or "cpu"`);
-    }
     await loadWasm();
+    checkDevice(device);
     let files;
     if (typeof source === "string" || source instanceof URL) {
       files = await fetchCheckpoint(source);

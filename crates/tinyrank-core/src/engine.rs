@@ -75,7 +75,7 @@ impl fmt::Display for EngineKind {
 pub(crate) enum Engine {
     Burn,
     #[cfg(not(target_arch = "wasm32"))]
-    Fused(FastCrossEncoder),
+    Fused(Box<FastCrossEncoder>),
 }
 
 impl Engine {
@@ -83,9 +83,9 @@ impl Engine {
         match kind {
             EngineKind::Burn => Ok(Self::Burn),
             #[cfg(not(target_arch = "wasm32"))]
-            EngineKind::Fused(precision) => {
-                Ok(Self::Fused(FastCrossEncoder::from_model(model, precision)))
-            }
+            EngineKind::Fused(precision) => Ok(Self::Fused(Box::new(
+                FastCrossEncoder::from_model(model, precision),
+            ))),
             #[cfg(target_arch = "wasm32")]
             EngineKind::Fused(_) => {
                 let _ = model;

@@ -37,29 +37,29 @@ pub(crate) mod names {
     }
 }
 
-/// Parameters that live outside the `bert.` prefix of `BertForSequenceClassification`.
-pub(crate) fn is_unprefixed(name: &str) -> bool {
-    [names::CLASSIFIER, names::FIT_DENSE]
-        .iter()
-        .any(|module| name.starts_with(&format!("{module}.")))
+/// Whether `name` is a parameter of one of `modules`.
+fn in_modules(name: &str, modules: &[&str]) -> bool {
+    modules.iter().any(|module| {
+        name.strip_prefix(module)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
 }
 
-/// The full name in a written checkpoint.
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn full_name(name: &str) -> String {
-    if is_unprefixed(name) {
+/// The name in a checkpoint whose encoder parameters carry `bert_prefix` ("bert." in
+/// `BertForSequenceClassification`, "" in a bare `BertModel`); the head and `fit_dense` never
+/// carry it.
+pub(crate) fn full_name(name: &str, bert_prefix: &str) -> String {
+    if in_modules(name, &[names::CLASSIFIER, names::FIT_DENSE]) {
         name.to_string()
     } else {
-        format!("bert.{name}")
+        format!("{bert_prefix}{name}")
     }
 }
 
 /// Parameters that a checkpoint of a bare encoder (`BertModel`, e.g. a sentence-transformers
 /// model used to start a student) may lack and that then start from BERT's initialisation.
 pub(crate) fn is_head(name: &str) -> bool {
-    [names::CLASSIFIER, names::POOLER]
-        .iter()
-        .any(|module| name.starts_with(&format!("{module}.")))
+    in_modules(name, &[names::CLASSIFIER, names::POOLER])
 }
 
 /// One parameter of a built model, for saving: matrices in burn's `[in, out]` layout say

@@ -64,11 +64,7 @@ impl<'a> SafetensorsSource<'a> {
     }
 
     fn full_name(&self, name: &str) -> String {
-        if params::is_unprefixed(name) {
-            name.to_string()
-        } else {
-            format!("{}{name}", self.bert_prefix)
-        }
+        params::full_name(name, self.bert_prefix)
     }
 
     /// Finds `name` (or its pre-2019 LayerNorm alias gamma/beta) and returns its values as f32.
@@ -269,7 +265,7 @@ pub(crate) fn hf_tensors(
     params
         .into_iter()
         .map(|(name, param)| {
-            let name = params::full_name(&name);
+            let name = params::full_name(&name, "bert.");
             let (data, transposed) = match param {
                 ParamRef::Matrix { param, transposed } => (param.val().into_data(), transposed),
                 ParamRef::Vector(param) => (param.val().into_data(), false),

@@ -1,6 +1,7 @@
 //! Property tests over the request parser, the part of the server that reads untrusted bytes:
 //! whatever arrives, it answers with a request or a 400/422, never a panic, and a request it
 //! accepts keeps the documents and their order.
+#![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
 use proptest::prelude::*;
 use serde_json::{Value, json};

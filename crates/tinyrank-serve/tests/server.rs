@@ -1,6 +1,7 @@
 //! The server as its clients meet it: a real server on a loopback port with the shared
 //! teacher's weights. Good requests get the library's scores; bad ones a 4xx with a JSON error,
 //! never a 500 or a panic; the server keeps serving after each.
+#![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
 mod common;
 

@@ -45,6 +45,12 @@ fn js_error(message: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&message.to_string()).into()
 }
 
+/// Refuses a device name that tinyrank-core's policy does not know, before anything is fetched.
+#[wasm_bindgen(js_name = checkDevice)]
+pub fn check_device(device: &str) -> Result<(), JsValue> {
+    device.parse::<DeviceChoice>().map(drop).map_err(js_error)
+}
+
 /// The device for `request`, by tinyrank-core's policy over what the page told about its
 /// adapter. A WebGPU device that fails to start counts as no adapter.
 async fn select(request: DeviceChoice, adapter: &str) -> Result<SelectedDevice, CoreError> {

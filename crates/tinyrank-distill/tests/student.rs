@@ -1,5 +1,7 @@
 //! Building students from a teacher: some of its layers, or a fresh configuration.
+#![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

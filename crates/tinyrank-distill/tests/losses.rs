@@ -1,6 +1,8 @@
 //! Simplified TinyBERT's loss terms and a gradient against torch (scripts/parity/make_loss_goldens.py):
 //! a 2-logit 2-layer teacher, a 1-logit 1-layer student with fit_dense, a padded batch.
+#![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

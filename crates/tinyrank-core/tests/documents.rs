@@ -1,14 +1,15 @@
 //! Documents longer than max length, with the shared teacher's real WordPiece tokenizer and real
 //! text: pairs joined from separately tokenised texts, token windows, the per-document encoder
 //! and its cache, and the awkward documents (empty, one enormous token).
+#![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use common::*;
 use tinyrank_core::{
     Checkpoint, Cut, DocumentEncoder, PairTokenizer, TitleSource, Truncation, Windows, WordWindows,
 };
-use tinyrank_distill::data::{Run, TextTable};
 
 fn tokenizer() -> PairTokenizer {
     Checkpoint::load(&teacher_dir(), &tinyrank_core::burn::tensor::Device::flex())
@@ -47,20 +48,10 @@ fn reference_tokenizer(max_len: usize, truncation: Truncation) -> tokenizers::To
 /// where the crate refuses).
 #[test]
 fn joined_pairs_equal_pairs_tokenised_together() {
-    let queries = TextTable::read(&dl19().join("queries.tsv"), "query").unwrap();
-    let collection = TextTable::read(&dl19().join("collection.tsv"), "passage").unwrap();
-    let run = Run::read(&dl19().join("bm25.run")).unwrap();
-    let mut pairs: Vec<(String, String)> = run
-        .query_ids
-        .iter()
-        .flat_map(|q| run.top_k(q, 7).into_iter().map(move |e| (q, e)))
+    let mut pairs: Vec<(String, String)> = bm25_candidates(&dl19(), usize::MAX, 7)
+        .into_iter()
+        .flat_map(|(query, passages)| passages.into_iter().map(move |p| (query.clone(), p)))
         .take(300)
-        .map(|(q, e)| {
-            (
-                queries.get(q).unwrap().to_string(),
-                collection.get(&e.doc_id).unwrap().to_string(),
-            )
-        })
         .collect();
     let long_query = pairs[0].0.repeat(40);
     pairs.push((long_query.clone(), pairs[1].1.clone()));
@@ -93,7 +84,7 @@ fn joined_pairs_equal_pairs_tokenised_together() {
 /// token of the document.
 #[test]
 fn token_windows_fill_max_length_and_cover_the_document() {
-    let collection = TextTable::read(&cranfield("collection.tsv"), "passage").unwrap();
+    let collection = tsv_rows(&cranfield("collection.tsv"));
     let (_, longest) = collection
         .iter()
         .max_by_key(|(_, text)| text.split_whitespace().count())
@@ -101,7 +92,7 @@ fn token_windows_fill_max_length_and_cover_the_document() {
     let tokenizer = tokenizer();
     let cut = Cut::new(128).unwrap();
     let query = "what is the effect of the boundary layer on the shock wave";
-    let tokens = tokenizer.tokenize(&[query, longest]).unwrap();
+    let tokens = tokenizer.tokenize(&[query, longest.as_str()]).unwrap();
     let (query_ids, body) = (&tokens[0].ids, &tokens[1]);
     assert!(body.len() > 700, "{}", body.len());
     let windows = tokenizer
@@ -166,10 +157,10 @@ fn token_windows_fill_max_length_and_cover_the_document() {
 /// two queries is tokenised once; empty and one-enormous-token documents are handled.
 #[test]
 fn document_encoder_tokenises_each_text_once() {
-    let collection = TextTable::read(&cranfield("collection.tsv"), "passage").unwrap();
+    let collection = tsv(&cranfield("collection.tsv"));
     let docs: Vec<&str> = ["1", "12", "184", "329"]
         .iter()
-        .map(|id| collection.get(id).unwrap())
+        .map(|&id| collection[id].as_str())
         .collect();
     let tokenizer = tokenizer();
     let cut = Cut::new(96).unwrap();

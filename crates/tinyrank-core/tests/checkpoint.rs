@@ -1,5 +1,7 @@
 //! Checkpoint round trips and the errors for tensors that are missing, unexpected or mis-shaped.
+#![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -1,7 +1,9 @@
 //! The trainer on tiny real checkpoints (tests/golden) and real TREC DL 2019 text: exact resume,
 //! refusal to resume another run, a non-finite loss that keeps the last good checkpoint, and
 //! teacher/student pairs that cannot be distilled.
+#![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
