@@ -4,13 +4,16 @@
 use std::fmt;
 use std::str::FromStr;
 
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
 use crate::losses::LayerMap;
 
-/// The training objective. Each method's loss terms are defined in `objective.rs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The training objective. Each method's loss terms are defined in `objective.rs`; its name
+/// (flag value, log, checkpoint identity) is the variant's in kebab case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
 pub enum Method {
     /// Simplified TinyBERT: attention + hidden + soft + hard, in one step.
     Simplified,
@@ -27,24 +30,10 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
-        Method::Simplified,
-        Method::Standard,
-        Method::Tinybert,
-        Method::MarginMse,
-        Method::Listwise,
-        Method::Labels,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Simplified => "simplified",
-            Method::Standard => "standard",
-            Method::Tinybert => "tinybert",
-            Method::MarginMse => "margin-mse",
-            Method::Listwise => "listwise",
-            Method::Labels => "labels",
-        }
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|value| value.get_name().to_string())
+            .unwrap_or_default()
     }
 
     pub fn needs_teacher(self) -> bool {
@@ -64,7 +53,7 @@ impl Method {
 
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 
@@ -72,13 +61,10 @@ impl FromStr for Method {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        Method::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
-                format!("unknown method {s:?}: expected one of {}", names.join(", "))
-            })
+        <Method as ValueEnum>::from_str(s, false).map_err(|_| {
+            let names: Vec<String> = Method::value_variants().iter().map(|m| m.name()).collect();
+            format!("unknown method {s:?}: expected one of {}", names.join(", "))
+        })
     }
 }
 
@@ -254,7 +240,7 @@ mod tests {
 
     #[test]
     fn methods_parse_and_print() {
-        for m in Method::ALL {
+        for &m in Method::value_variants() {
             assert_eq!(m.name().parse::<Method>().unwrap(), m);
         }
         assert!("kd".parse::<Method>().unwrap_err().contains("simplified"));
