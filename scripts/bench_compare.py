@@ -18,6 +18,18 @@ the same number of threads. Each figure is the median pairs/s over all its timed
     python scripts/bench_compare.py --tinyrank target/release/tinyrank --threads 2
 
 Prints one Markdown table (docs/performance.md keeps one, with its date and machine).
+
+With `--text DIR` (a dataset: queries.tsv, collection.tsv, bm25.run) it instead reranks that
+dataset's BM25 lists as users do, real lengths and all, each engine a whole process: `tinyrank
+rerank` (f32, and --int8) against this script's own ONNX Runtime reranker (`--ort-rerank`: Python,
+HF tokenizers with the same truncation, each query's candidates sorted by length into batches of
+--batch padded to their longest pair, fp32 and dynamic int8), on one random --shapes model saved as
+a Hugging Face checkpoint with the shared teacher's tokenizer. It reports whole-process seconds
+and scoring seconds (tokenisation + model, what each process times itself, process start, model
+load and file I/O excluded), interleaved rounds, medians, and the largest score difference
+between tinyrank f32 and ONNX Runtime fp32:
+
+    python scripts/bench_compare.py --text ../shared/data/trec-dl-2019 --shapes 3/384 --max-len 256
 """
 import argparse
 import json
@@ -114,6 +126,108 @@ def tinyrank_rates(binary, shape, length, batch, device, threads, repeats):
         return {f"tinyrank, {m['backend']}": [batch / r for r in m["rates"]] for m in measured}
 
 
+def read_scores(path):
+    with open(path, encoding="utf-8") as f:
+        return {(q, d): float(score) for q, _, d, _, score, *_ in (line.split() for line in f)}
+
+
+def text_side_by_side(args):
+    """Whole processes reranking a dataset's BM25 lists: tinyrank rerank against ort_rerank.py."""
+    import shutil
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    data = pathlib.Path(args.text)
+    teacher = pathlib.Path(args.assets) / "models/teacher-minilm-l6"
+    shape = args.shapes.split(",")[0]
+    layers, hidden = map(int, shape.split("/")[:2])
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp)
+        model = bert(layers, hidden)
+        model.save_pretrained(tmp / "model")
+        for name in ["tokenizer.json", "tokenizer_config.json", "vocab.txt"]:
+            shutil.copy(teacher / name, tmp / "model" / name)
+        ids, mask, types = synthetic_batch(2, 16)
+        torch.onnx.export(
+            model, (ids, mask, types), tmp / "model.onnx", dynamo=False,
+            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
+            dynamic_axes={n: {0: "batch", 1: "len"} for n in ["input_ids", "attention_mask", "token_type_ids"]},
+            opset_version=17,
+        )
+        quantize_dynamic(tmp / "model.onnx", tmp / "model.int8.onnx", weight_type=QuantType.QInt8)
+        files = ["--queries", data / "queries.tsv", "--collection", data / "collection.tsv",
+                 "--run", data / "bm25.run"]
+        common = [*map(str, files), "--max-len", str(args.max_len)]
+
+        def tinyrank(int8):
+            out = tmp / f"tinyrank{'.int8' if int8 else ''}.run"
+            cmd = [args.tinyrank, "rerank", "--model", str(tmp / "model"), "--output", str(out), *common,
+                   "--batch-size", str(args.batch), "--device", "cpu", *(["--int8"] if int8 else [])]
+            started = time.perf_counter()
+            done = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+            total = time.perf_counter() - started
+            # "reranked N queries, P pairs in Xs (...)": tokenising and scoring, as it times them.
+            summary = next(line for line in done.stderr.splitlines() if line.startswith("reranked"))
+            scoring = float(summary.split(" pairs in ")[1].split("s")[0])
+            return total, scoring, out
+
+        def onnxruntime(int8):
+            out = tmp / f"ort{'.int8' if int8 else ''}.run"
+            onnx = tmp / ("model.int8.onnx" if int8 else "model.onnx")
+            script = pathlib.Path(__file__).with_name("ort_rerank.py")
+            cmd = [sys.executable, str(script), "--onnx", str(onnx), "--tokenizer", str(tmp / "model"),
+                   "--output", str(out), *common, "--batch", str(args.batch), "--threads", str(args.threads)]
+            started = time.perf_counter()
+            done = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+            total = time.perf_counter() - started
+            return total, json.loads(done.stdout.splitlines()[-1])["scoring_s"], out
+
+        engines = {
+            "tinyrank f32": lambda: tinyrank(False),
+            "tinyrank int8": lambda: tinyrank(True),
+            "onnxruntime fp32": lambda: onnxruntime(False),
+            "onnxruntime int8": lambda: onnxruntime(True),
+        }
+        wanted = set(filter(None, args.engines.split(",")))
+        times, outputs = {}, {}
+        for round_ in range(args.rounds):
+            for name, run in engines.items():
+                if wanted and name not in wanted:
+                    continue
+                total, scoring, outputs[name] = run()
+                times.setdefault(name, []).append((total, scoring))
+                print(f"round {round_ + 1}: {name}: {total:.1f} s whole process, {scoring:.1f} s scoring",
+                      file=sys.stderr)
+        pairs = len(read_scores(next(iter(outputs.values()))))
+        differences = {}
+        for ours, theirs in [("tinyrank f32", "onnxruntime fp32"), ("tinyrank int8", "onnxruntime int8")]:
+            if ours in outputs and theirs in outputs:
+                a, b = read_scores(outputs[ours]), read_scores(outputs[theirs])
+                differences[ours] = max(abs(a[k] - b[k]) for k in a)
+
+    rows = []
+    for name, ts in times.items():
+        total, scoring = (statistics.median(t[i] for t in ts) for i in (0, 1))
+        baseline = "onnxruntime int8" if "int8" in name else "onnxruntime fp32"
+        base = times.get(baseline)
+        ratio = statistics.median(t[0] for t in base) / total if base else None
+        scoring_ratio = statistics.median(t[1] for t in base) / scoring if base else None
+        rows.append({"engine": name, "whole_s": total, "scoring_s": scoring, "pairs_per_s": pairs / total,
+                     "vs_ort_same_precision": ratio, "scoring_vs_ort": scoring_ratio,
+                     "max_score_difference_vs_ort": differences.get(name), "runs": len(ts)})
+    print(f"{shape}, {data.name} BM25 lists ({pairs} pairs, max length {args.max_len}), {args.threads} threads, "
+          f"batches of {args.batch}, medians of {args.rounds} interleaved rounds")
+    print("| engine | whole process s | pairs/s | vs ORT same precision | scoring s | scoring vs ORT | max score diff vs ORT |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        fmt = lambda v, f: f.format(v) if v is not None else "-"
+        print(f"| {r['engine']} | {r['whole_s']:.1f} | {r['pairs_per_s']:.1f} | {fmt(r['vs_ort_same_precision'], '{:.2f}x')} | "
+              f"{r['scoring_s']:.1f} | {fmt(r['scoring_vs_ort'], '{:.2f}x')} | {fmt(r['max_score_difference_vs_ort'], '{:.1e}')} |")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tinyrank", default=os.environ.get("TINYRANK_BIN", "target/release/tinyrank"))
@@ -126,7 +240,14 @@ def main():
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--engines", default="", help="comma-separated subset of the engines")
     parser.add_argument("--json", help="also write every figure here")
+    parser.add_argument("--text", help="a dataset directory: rerank its BM25 lists, whole processes (see above)")
+    parser.add_argument("--max-len", type=int, default=256, help="with --text")
+    parser.add_argument("--assets", default=os.environ.get("TINYRANK_SHARED", "../shared"),
+                        help="with --text: the shared assets (the teacher's tokenizer)")
     args = parser.parse_args()
+    if args.text:
+        torch.set_num_threads(args.threads)
+        return text_side_by_side(args)
 
     torch.set_num_threads(args.threads)
     device = args.device

@@ -3,7 +3,8 @@
 //! Weights are quantised once, symmetrically per output column; activations per token row,
 //! asymmetrically to unsigned bytes, just before each projection. The product runs in integers:
 //! on AVX2 `vpmaddubsw` multiplies 32 u8 x i8 pairs at once and adds neighbours into i16,
-//! `vpmaddwd` widens those to i32. Two products summed reach 2 x 255 x 64 = 32,640, inside the
+//! `vpmaddwd` widens those to i32; on AVX-512 VNNI `vpdpbusd` does both for 64 pairs (chosen at
+//! run time, same sums). Two products summed reach 2 x 255 x 64 = 32,640, inside the
 //! i16 that `vpmaddubsw` saturates at, which is why weights get 7 bits (+-64) and not 8. The
 //! zero point comes out afterwards through the weights' column sums:
 //! `x . w = s_x s_w (q_x . q_w - z_x sum(q_w))`. Attention, LayerNorm, GELU and the head stay f32.
@@ -160,7 +161,7 @@ pub(super) fn matmul(
     debug_assert_eq!(out.len(), count * n);
     debug_assert!(rows.packed.len() >= round_up(count, MR) * k_padded);
     let steps = k_padded / 4;
-    let avx2 = has_avx2();
+    let isa = Isa::detect();
     let (panel_len, block_len) = (k_padded * NR, k_padded * MR);
     tiled(out, n, TASK_ROWS, |panel, first_row, _, tile| {
         let block = first_row / MR;
@@ -172,15 +173,54 @@ pub(super) fn matmul(
         };
         let activations = &rows.packed[block * block_len..][..block_len];
         let weights = &weight.packed[panel * panel_len..][..panel_len];
-        kernel(avx2, activations, weights, steps, &dequantise, tile);
+        kernel(isa, activations, weights, steps, &dequantise, tile);
     });
 }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
+/// The integer instructions the kernel uses, best first, chosen once per product at run time.
+/// Every choice computes the same exact integer sums, so scores do not depend on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Isa {
+    /// AVX-512 VNNI: `vpdpbusd` multiplies 64 u8 x i8 pairs and adds each four into i32 in one
+    /// instruction (no i16 step).
+    Vnni512,
+    /// AVX2: `vpmaddubsw` + `vpmaddwd` + `vpaddd`.
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                return Isa::Vnni512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// This CPU's choices, best first (the tests hold each to the portable kernel).
+    #[cfg(test)]
+    fn available() -> Vec<Self> {
+        let mut all = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                all.insert(0, Isa::Avx2);
+            }
+            if Isa::detect() == Isa::Vnni512 {
+                all.insert(0, Isa::Vnni512);
+            }
+        }
+        all
+    }
 }
 
 /// What turns one tile's integer sums back into f32: the scale and zero point of its MR rows,
@@ -195,7 +235,7 @@ struct Dequantise<'a> {
 /// `tile[r][c] = activations[r, :] . weights[:, c]`, dequantised, for one block of MR rows and
 /// one panel of NR columns, both packed.
 fn kernel(
-    avx2: bool,
+    isa: Isa,
     activations: &[u8],
     weights: &[i8],
     steps: usize,
@@ -205,13 +245,15 @@ fn kernel(
     assert!(activations.len() >= steps * MR * 4 && weights.len() >= steps * NR * 4);
     assert!(dequantise.row_scales.len() == MR && dequantise.row_zeros.len() == MR);
     assert!(dequantise.column_scales.len() == NR && dequantise.column_sums.len() == NR);
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::detect found AVX-512F and VNNI; the slices have the lengths asserted above.
+        Isa::Vnni512 => unsafe { kernel_vnni512(activations, weights, steps, dequantise, tile) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2, and the slices have the lengths asserted above.
-        return unsafe { kernel_avx2(activations, weights, steps, dequantise, tile) };
+        Isa::Avx2 => unsafe { kernel_avx2(activations, weights, steps, dequantise, tile) },
+        _ => kernel_portable(activations, weights, steps, dequantise, tile),
     }
-    let _ = avx2;
-    kernel_portable(activations, weights, steps, dequantise, tile);
 }
 
 /// The reference kernel: the same sums in plain integer arithmetic (exact, since the value
@@ -296,6 +338,59 @@ unsafe fn kernel_avx2(
     }
 }
 
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512 VNNI; the slices as for [`kernel_avx2`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn kernel_vnni512(
+    activations: &[u8],
+    weights: &[i8],
+    steps: usize,
+    dequantise: &Dequantise,
+    tile: &mut [[f32; NR]; MR],
+) {
+    use std::arch::x86_64::*;
+    // One step's NR columns x 4 inputs are exactly one 512-bit vector. Even and odd steps go to
+    // separate accumulators so that eight `vpdpbusd` chains, not four, hide its latency
+    // (integer sums: the split does not change them).
+    let (mut even, mut odd) = ([_mm512_setzero_si512(); MR], [_mm512_setzero_si512(); MR]);
+    let (a, w) = (activations.as_ptr(), weights.as_ptr());
+    let accumulate = |acc: &mut [__m512i; MR], step: usize| {
+        // SAFETY: callers pass `step < steps`; each step reads MR * 4 activation bytes and
+        // NR * 4 weight bytes, in bounds by the caller's contract.
+        unsafe {
+            let weights = _mm512_loadu_si512(w.add(step * NR * 4).cast());
+            let row_bytes = a.add(step * MR * 4);
+            for (r, sum) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_epi32(row_bytes.add(4 * r).cast::<i32>().read_unaligned());
+                *sum = _mm512_dpbusd_epi32(*sum, x, weights);
+            }
+        }
+    };
+    for step in (0..steps - steps % 2).step_by(2) {
+        accumulate(&mut even, step);
+        accumulate(&mut odd, step + 1);
+    }
+    if steps % 2 == 1 {
+        accumulate(&mut even, steps - 1);
+    }
+    let acc = [even, odd];
+    let d = dequantise;
+    // SAFETY: the column slices and each tile row hold NR = 16 values, one vector.
+    unsafe {
+        let column_sums = _mm512_loadu_si512(d.column_sums.as_ptr().cast());
+        let column_scales = _mm512_loadu_ps(d.column_scales.as_ptr());
+        for (r, values) in tile.iter_mut().enumerate() {
+            let sums = _mm512_add_epi32(acc[0][r], acc[1][r]);
+            let zero = _mm512_set1_epi32(d.row_zeros[r]);
+            let exact = _mm512_sub_epi32(sums, _mm512_mullo_epi32(zero, column_sums));
+            let scale = _mm512_mul_ps(_mm512_set1_ps(d.row_scales[r]), column_scales);
+            let value = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), scale);
+            _mm512_storeu_ps(values.as_mut_ptr(), value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,11 +409,8 @@ mod tests {
     }
 
     #[test]
-    fn avx2_kernel_equals_the_portable_kernel_at_the_extremes() {
-        if !has_avx2() {
-            return;
-        }
-        let steps = 96;
+    fn every_kernel_equals_the_portable_kernel_at_the_extremes() {
+        let steps = 97;
         // The largest magnitudes both ways: 255 x -64 and 255 x 64 in neighbouring inputs.
         let mut activations: Vec<u8> = (0..steps * MR * 4).map(|i| (i * 37 % 256) as u8).collect();
         activations[..64].fill(255);
@@ -335,10 +427,13 @@ mod tests {
             column_scales: &scales,
             column_sums: &sums,
         };
-        let (mut fast, mut reference) = ([[0.0; NR]; MR], [[0.0; NR]; MR]);
-        kernel(true, &activations, &weights, steps, &dequantise, &mut fast);
+        let mut reference = [[0.0; NR]; MR];
         kernel_portable(&activations, &weights, steps, &dequantise, &mut reference);
-        assert_eq!(fast, reference);
+        for isa in Isa::available() {
+            let mut fast = [[0.0; NR]; MR];
+            kernel(isa, &activations, &weights, steps, &dequantise, &mut fast);
+            assert_eq!(fast, reference, "{isa:?}");
+        }
     }
 
     #[test]
