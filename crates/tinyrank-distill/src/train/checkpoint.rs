@@ -60,6 +60,9 @@ pub(super) struct TrainerState {
     pub step: usize,
     pub optimizer_updates: u64,
     pub best_dev: Option<(usize, f64)>,
+    /// `--balance-terms`: each term's divisor, fixed at its first step.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub term_scales: BTreeMap<String, f64>,
 }
 
 /// Where a run's training checkpoint lives and what it is written with.
@@ -82,6 +85,7 @@ impl CheckpointWriter {
         optimizer: &AdamW,
         step: usize,
         best_dev: Option<(usize, f64)>,
+        term_scales: &BTreeMap<String, f64>,
     ) -> Result<(), TrainError> {
         let mut files = checkpoint_files(
             &self.student_config,
@@ -96,6 +100,7 @@ impl CheckpointWriter {
             step,
             optimizer_updates: optimizer.updates,
             best_dev,
+            term_scales: term_scales.clone(),
         };
         let json = serde_json::to_string_pretty(&state)
             .map_err(|e| TrainError::Setup(format!("trainer state: {e}")))?;

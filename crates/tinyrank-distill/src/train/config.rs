@@ -68,6 +68,60 @@ impl FromStr for Method {
     }
 }
 
+/// Names of the loss terms (what `objective.rs` calls them, the log's keys).
+pub const TERM_NAMES: [&str; 6] = ["attention", "hidden", "soft", "hard", "margin", "listwise"];
+
+/// Per-term weights, `attention=0.1,soft=2`: each multiplies its term (after the method's own
+/// weights, such as Standard KD's alpha); a term not named keeps weight 1.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TermWeights(pub std::collections::BTreeMap<String, f64>);
+
+impl TermWeights {
+    pub fn get(&self, term: &str) -> f64 {
+        self.0.get(term).copied().unwrap_or(1.0)
+    }
+}
+
+impl FromStr for TermWeights {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut weights = std::collections::BTreeMap::new();
+        for item in s.split(',').filter(|item| !item.trim().is_empty()) {
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?} is not term=weight"))?;
+            let name = name.trim();
+            if !TERM_NAMES.contains(&name) {
+                return Err(format!(
+                    "unknown loss term {name:?}: expected one of {}",
+                    TERM_NAMES.join(", ")
+                ));
+            }
+            let value: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("the weight of {name} is not a number: {value:?}"))?;
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("the weight of {name} must be finite and >= 0"));
+            }
+            weights.insert(name.to_string(), value);
+        }
+        Ok(Self(weights))
+    }
+}
+
+impl fmt::Display for TermWeights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 /// Every default of [`TrainConfig`], in one place (the CLI's flags read them from here).
 pub const DEFAULTS: TrainConfig = TrainConfig {
     method: Method::Simplified,
@@ -87,6 +141,8 @@ pub const DEFAULTS: TrainConfig = TrainConfig {
     seed: 42,
     tinybert_split: 0.5,
     layer_map: None,
+    term_weights: None,
+    balance_terms: false,
 };
 
 /// Everything that shapes the trained weights (and so must match when resuming).
@@ -135,6 +191,16 @@ pub struct TrainConfig {
     /// attention=1,3,5;hidden=0,2,4,6 (default: the paper's uniform map).
     #[arg(long)]
     pub layer_map: Option<LayerMap>,
+    /// Per-term weights, e.g. attention=0.1,hidden=1,soft=1,hard=1 (unnamed terms keep 1; the
+    /// default is the method's plain sum).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_weights: Option<TermWeights>,
+    /// Divide each term by its value at its first step, so that every term starts at 1 (times
+    /// its weight) and none dominates the gradient clipping.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub balance_terms: bool,
 }
 
 impl TrainConfig {
@@ -237,6 +303,37 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn term_weights_parse_and_refuse_bad_input() {
+        let weights: TermWeights = "attention=0.1, soft=2".parse().unwrap();
+        assert_eq!(weights.get("attention"), 0.1);
+        assert_eq!(weights.get("soft"), 2.0);
+        assert_eq!(weights.get("hard"), 1.0);
+        assert_eq!(weights.to_string(), "attention=0.1,soft=2");
+        assert!(
+            "atention=1"
+                .parse::<TermWeights>()
+                .unwrap_err()
+                .contains("hidden")
+        );
+        assert!(
+            "soft"
+                .parse::<TermWeights>()
+                .unwrap_err()
+                .contains("term=weight")
+        );
+        assert!("soft=x".parse::<TermWeights>().is_err());
+        assert!("soft=-1".parse::<TermWeights>().is_err());
+    }
+
+    #[test]
+    fn default_configs_serialise_as_before_the_term_options() {
+        let json = serde_json::to_value(DEFAULTS).unwrap();
+        assert!(json.get("term_weights").is_none() && json.get("balance_terms").is_none());
+        let read: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(read, DEFAULTS);
+    }
 
     #[test]
     fn methods_parse_and_print() {

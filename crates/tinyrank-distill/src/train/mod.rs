@@ -26,7 +26,7 @@ use burn::tensor::{Device, Tensor};
 use tinyrank_core::{Checkpoint, CrossEncoder, Cut, SelectedDevice};
 
 pub use checkpoint::{CHECKPOINT_DIR, RunIdentity, read_f32_safetensors};
-pub use config::{DEFAULTS, Method, TrainConfig};
+pub use config::{DEFAULTS, Method, TERM_NAMES, TermWeights, TrainConfig};
 pub use log::{LOG_FILE, PLOT_FILE, StepLog};
 pub use run::train;
 

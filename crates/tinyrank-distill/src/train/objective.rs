@@ -1,6 +1,8 @@
 //! Each method's loss, next to its definition: the named terms of one micro-batch and their
 //! weights in the total. A new loss is one arm of [`Method`] and one function here.
 
+use std::collections::BTreeMap;
+
 use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use tinyrank_core::model::{Batch, Output};
@@ -65,6 +67,29 @@ impl Method {
             Method::MarginMse => vec![margin(o)],
             Method::Listwise => vec![listwise(o)],
             Method::Labels => vec![hard(o)],
+        }
+    }
+}
+
+/// Applies the configured per-term weights and, with `balance_terms`, divides each term by its
+/// value the first time it appeared (`scales` keeps those, per term name, for the whole run and
+/// across resumes). The term values stay unscaled for the log.
+pub(super) fn weigh(terms: &mut [Term], config: &TrainConfig, scales: &mut BTreeMap<String, f64>) {
+    for term in terms.iter_mut() {
+        if let Some(weights) = &config.term_weights {
+            term.weight *= weights.get(term.name);
+        }
+        if config.balance_terms {
+            let scale = *scales.entry(term.name.to_string()).or_insert_with(|| {
+                let start = f64::from(term.value.clone().into_scalar::<f32>());
+                // A term that starts at 0 has nothing to balance.
+                if start.abs() > f64::EPSILON {
+                    1.0 / start.abs()
+                } else {
+                    1.0
+                }
+            });
+            term.weight *= scale;
         }
     }
 }
@@ -160,4 +185,48 @@ fn listwise(o: &Outputs) -> Term {
         "listwise",
         listwise_kl(student, teacher, o.config.temperature),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::DEFAULTS;
+
+    fn terms(values: &[(&'static str, f32)]) -> Vec<Term> {
+        let device = Device::flex();
+        values
+            .iter()
+            .map(|&(name, v)| {
+                term(
+                    name,
+                    Tensor::from_data(TensorData::new(vec![v], [1]), &device),
+                )
+            })
+            .collect()
+    }
+
+    fn weighed_total(terms: &[Term]) -> f32 {
+        total(terms).unwrap().into_scalar::<f32>()
+    }
+
+    #[test]
+    fn weights_multiply_and_balance_divides_by_each_terms_first_value() {
+        let mut config = DEFAULTS;
+        config.term_weights = Some("soft=2,hard=0".parse().unwrap());
+        let mut scales = BTreeMap::new();
+        let mut plain = terms(&[("attention", 4.0), ("soft", 0.5), ("hard", 7.0)]);
+        weigh(&mut plain, &config, &mut scales);
+        assert_eq!(weighed_total(&plain), 4.0 + 1.0);
+        assert!(scales.is_empty());
+
+        config.balance_terms = true;
+        let mut first = terms(&[("attention", 4.0), ("soft", 0.5)]);
+        weigh(&mut first, &config, &mut scales);
+        assert_eq!(weighed_total(&first), 1.0 + 2.0);
+        // Later steps keep the first divisors; a term seen for the first time gets its own.
+        let mut later = terms(&[("attention", 2.0), ("soft", 0.25), ("listwise", 3.0)]);
+        weigh(&mut later, &config, &mut scales);
+        assert_eq!(weighed_total(&later), 0.5 + 1.0 + 1.0);
+        assert_eq!(scales["attention"], 0.25);
+    }
 }

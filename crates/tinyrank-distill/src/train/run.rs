@@ -17,7 +17,7 @@ use super::batches::{EpochOrders, encode_examples, make_units};
 use super::checkpoint::{CHECKPOINT_DIR, CheckpointWriter, load_optimizer, read_state};
 use super::config::{Method, TrainConfig};
 use super::log::{LOG_FILE, PLOT_FILE, StepLog, append_log, read_log, rewrite_log, write_plot};
-use super::objective::{Outputs, Term, total};
+use super::objective::{Outputs, Term, total, weigh};
 use super::{
     BEST_DIR, Event, Outcome, STUDENT_DIR, Student, TrainError, TrainSetup, check_pair,
     new_fit_dense,
@@ -99,6 +99,8 @@ struct Run {
     last_saved: Option<(usize, PathBuf)>,
     started: Instant,
     trained_pairs: usize,
+    /// `--balance-terms`: each term's divisor, fixed at its first step (saved in checkpoints).
+    term_scales: BTreeMap<String, f64>,
 }
 
 impl Run {
@@ -180,6 +182,7 @@ impl Run {
             last_saved: None,
             started: Instant::now(),
             trained_pairs: 0,
+            term_scales: BTreeMap::new(),
         };
         let student = run.resume(Student { model, fit_dense }, &autodiff)?;
         std::fs::create_dir_all(&run.out_dir)
@@ -207,6 +210,7 @@ impl Run {
         load_optimizer(&dir, &state, &mut self.optimizer, &self.device.device)?;
         self.start_step = state.step;
         self.best_dev = state.best_dev;
+        self.term_scales = state.term_scales;
         self.last_saved = Some((state.step, self.writer.dir.clone()));
         Ok(Student {
             model: saved.model,
@@ -225,7 +229,8 @@ impl Run {
         let mut sums: BTreeMap<String, f64> = BTreeMap::new();
         for micro in 0..config.accumulation {
             let picked = self.picked(step, micro);
-            let terms = self.terms(&student, &picked, step);
+            let mut terms = self.terms(&student, &picked, step);
+            weigh(&mut terms, &config, &mut self.term_scales);
             let Some(total) = total(&terms) else {
                 return Err(TrainError::Setup(format!(
                     "{} has no loss terms",
@@ -359,8 +364,13 @@ impl Run {
     }
 
     fn save(&mut self, student: &Student, done: usize) -> Result<(), TrainError> {
-        self.writer
-            .save(student, &self.optimizer, done, self.best_dev)?;
+        self.writer.save(
+            student,
+            &self.optimizer,
+            done,
+            self.best_dev,
+            &self.term_scales,
+        )?;
         write_plot(
             &self.out_dir.join(PLOT_FILE),
             &self.logs,
