@@ -68,8 +68,26 @@ impl FromStr for Method {
     }
 }
 
-/// Names of the loss terms (what `objective.rs` calls them, the log's keys).
-pub const TERM_NAMES: [&str; 6] = ["attention", "hidden", "soft", "hard", "margin", "listwise"];
+/// The loss terms' names: the log's keys and `--term-weights`' keys; `objective.rs` names its
+/// terms with these.
+pub mod term_name {
+    pub const ATTENTION: &str = "attention";
+    pub const HIDDEN: &str = "hidden";
+    pub const SOFT: &str = "soft";
+    pub const HARD: &str = "hard";
+    pub const MARGIN: &str = "margin";
+    pub const LISTWISE: &str = "listwise";
+}
+
+/// Every loss term's name.
+pub const TERM_NAMES: [&str; 6] = [
+    term_name::ATTENTION,
+    term_name::HIDDEN,
+    term_name::SOFT,
+    term_name::HARD,
+    term_name::MARGIN,
+    term_name::LISTWISE,
+];
 
 /// Per-term weights, `attention=0.1,soft=2`: each multiplies its term (after the method's own
 /// weights, such as Standard KD's alpha); a term not named keeps weight 1.

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use tinyrank_core::model::{Batch, Output};
 use tinyrank_core::rules::ranking_scores;
 
-use super::config::{Method, TrainConfig};
+use super::config::{Method, TrainConfig, term_name};
 use crate::losses::{
     LayerMap, attention_loss, hard_loss, hidden_loss, listwise_kl, margin_mse, soft_loss,
 };
@@ -118,11 +118,11 @@ fn intermediate_terms(o: &Outputs) -> Vec<Term> {
     let mask = &o.batch.attention_mask;
     vec![
         term(
-            "attention",
+            term_name::ATTENTION,
             attention_loss(&s.attention_scores, &t.attention_scores, map, mask),
         ),
         term(
-            "hidden",
+            term_name::HIDDEN,
             hidden_loss(&s.hidden_states, &t.hidden_states, map, fit),
         ),
     ]
@@ -140,7 +140,7 @@ fn teacher_logits(o: &Outputs) -> Tensor<2> {
 fn soft(o: &Outputs) -> Term {
     let logits = o.student.logits.clone();
     term(
-        "soft",
+        term_name::SOFT,
         soft_loss(logits, teacher_logits(o), o.config.temperature),
     )
 }
@@ -155,7 +155,7 @@ fn hard(o: &Outputs) -> Term {
         .map(|l| f32::from(u8::from(l.is_some())))
         .collect();
     term(
-        "hard",
+        term_name::HARD,
         hard_loss(
             o.student.logits.clone(),
             Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), o.device),
@@ -176,13 +176,13 @@ fn grouped_scores(o: &Outputs) -> (Tensor<2>, Tensor<2>) {
 
 fn margin(o: &Outputs) -> Term {
     let (student, teacher) = grouped_scores(o);
-    term("margin", margin_mse(student, teacher))
+    term(term_name::MARGIN, margin_mse(student, teacher))
 }
 
 fn listwise(o: &Outputs) -> Term {
     let (student, teacher) = grouped_scores(o);
     term(
-        "listwise",
+        term_name::LISTWISE,
         listwise_kl(student, teacher, o.config.temperature),
     )
 }
