@@ -45,6 +45,8 @@ import time
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+import onnx_export
+
 VOCAB = 30522
 
 
@@ -135,8 +137,6 @@ def text_side_by_side(args):
     """Whole processes reranking a dataset's BM25 lists: tinyrank rerank against ort_rerank.py."""
     import shutil
 
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     data = pathlib.Path(args.text)
     teacher = pathlib.Path(args.assets) / "models/teacher-minilm-l6"
     shape = args.shapes.split(",")[0]
@@ -148,14 +148,7 @@ def text_side_by_side(args):
         model.save_pretrained(tmp / "model")
         for name in ["tokenizer.json", "tokenizer_config.json", "vocab.txt"]:
             shutil.copy(teacher / name, tmp / "model" / name)
-        ids, mask, types = synthetic_batch(2, 16)
-        torch.onnx.export(
-            model, (ids, mask, types), tmp / "model.onnx", dynamo=False,
-            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
-            dynamic_axes={n: {0: "batch", 1: "len"} for n in ["input_ids", "attention_mask", "token_type_ids"]},
-            opset_version=17,
-        )
-        quantize_dynamic(tmp / "model.onnx", tmp / "model.int8.onnx", weight_type=QuantType.QInt8)
+        onnx_export.export(model, tmp / "model.onnx", tmp / "model.int8.onnx")
         files = ["--queries", data / "queries.tsv", "--collection", data / "collection.tsv",
                  "--run", data / "bm25.run"]
         common = [*map(str, files), "--max-len", str(args.max_len)]
@@ -273,17 +266,10 @@ def main():
             with tempfile.TemporaryDirectory() as tmp:
                 if device == "cpu":
                     import onnxruntime as ort
-                    from onnxruntime.quantization import QuantType, quantize_dynamic
 
                     fp32_path = os.path.join(tmp, "model.onnx")
                     int8_path = os.path.join(tmp, "model.int8.onnx")
-                    torch.onnx.export(
-                        model, (ids, mask, types), fp32_path, dynamo=False,
-                        input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["logits"],
-                        dynamic_axes={n: {0: "batch", 1: "len"} for n in ["input_ids", "attention_mask", "token_type_ids"]},
-                        opset_version=17,
-                    )
-                    quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8)
+                    onnx_export.export(model, fp32_path, int8_path)
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = args.threads
                     options.inter_op_num_threads = 1

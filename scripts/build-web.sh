@@ -10,7 +10,7 @@ if [ ! -x web/node_modules/.bin/wasm-opt ]; then
 fi
 export PATH="$PWD/web/node_modules/.bin:$PATH"
 
-key=$(cat Cargo.lock Cargo.toml web/package-lock.json \
+key=$(cat Cargo.lock Cargo.toml .cargo/config.toml web/package-lock.json \
         $(git ls-files crates/tinyrank-core crates/tinyrank-wasm 2>/dev/null || find crates/tinyrank-core crates/tinyrank-wasm -type f | sort) \
       | sha256sum | cut -c1-16)
 cache="${CARGO_TARGET_DIR:-$PWD/target}/web-pkg/$key"

@@ -107,11 +107,13 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
         let response = match resolve(&mounts, request.url()) {
             Some(path) => match File::open(&path) {
                 Ok(file) => {
-                    let header = tiny_http::Header::from_bytes("Content-Type", content_type(&path))
-                        .expect("a valid header");
-                    tiny_http::Response::from_file(file)
-                        .with_header(header)
-                        .boxed()
+                    let mut response = tiny_http::Response::from_file(file).boxed();
+                    for (name, value) in headers(&path) {
+                        response.add_header(
+                            tiny_http::Header::from_bytes(name, value).expect("a valid header"),
+                        );
+                    }
+                    response
                 }
                 Err(_) => not_found(),
             },
@@ -151,6 +153,27 @@ fn resolve(mounts: &[Mount], url: &str) -> Option<PathBuf> {
     }
     let file = mount.dir.join(relative);
     file.is_file().then_some(file)
+}
+
+/// A file's response headers: its type; an ETag from its size and modification time, which the
+/// package compares with what it keeps in Cache Storage; and cross-origin isolation (COOP +
+/// COEP), which gives the page SharedArrayBuffer and precise timers, as multithreaded
+/// WebAssembly engines such as onnxruntime-web require.
+fn headers(path: &Path) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("Content-Type", content_type(path).to_string()),
+        ("Cross-Origin-Opener-Policy", "same-origin".to_string()),
+        ("Cross-Origin-Embedder-Policy", "require-corp".to_string()),
+    ];
+    if let Ok(meta) = std::fs::metadata(path) {
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        headers.push(("ETag", format!("\"{:x}-{modified:x}\"", meta.len())));
+    }
+    headers
 }
 
 fn content_type(path: &Path) -> &'static str {

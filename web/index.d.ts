@@ -12,6 +12,29 @@ export interface CheckpointFiles {
   tokenizerConfig?: ArrayBuffer | Uint8Array | string;
 }
 
+/** "f32", or "int8": 8-bit projections on the CPU (faster; scores move by a few hundredths). */
+export type Precision = "f32" | "int8";
+
+/** A download report: `loaded` of `total` bytes (total unknown without Content-Length). */
+export interface Progress {
+  file: string;
+  loaded: number;
+  total?: number;
+  /** Read from Cache Storage instead of the network. */
+  cached: boolean;
+}
+
+export interface LoadOptions {
+  device?: Device;
+  precision?: Precision;
+  /** CPU threads (Web Workers, each with a model copy): "auto" (the cores, at most 4) or a
+   * count; 1 scores in the calling thread. Node always uses 1. */
+  threads?: "auto" | number;
+  /** Keep downloaded files in Cache Storage for the next visit (default true). */
+  cache?: boolean;
+  onProgress?: (progress: Progress) => void;
+}
+
 export interface Ranked {
   /** Position of the passage in the input array. */
   index: number;
@@ -20,9 +43,9 @@ export interface Ranked {
 
 export class Reranker {
   /** Loads a Hugging Face cross-encoder directory (URL, or a path in Node) or in-memory files. */
-  static load(source: string | URL | CheckpointFiles, options?: { device?: Device }): Promise<Reranker>;
-  /** The backend in use. */
-  readonly backend: "webgpu" | "cpu";
+  static load(source: string | URL | CheckpointFiles, options?: LoadOptions): Promise<Reranker>;
+  /** The backend in use: WebGPU, the CPU on Web Workers, or the CPU in the calling thread. */
+  readonly backend: "webgpu" | "cpu-threads" | "cpu";
   /** Scores in input order; pairs longer than maxLength tokens (default 256) are truncated. */
   score(query: string, passages: string[], options?: { maxLength?: number }): Promise<Float32Array>;
   /** The topK best passages, best first. */
@@ -41,3 +64,6 @@ export class Bm25 {
   search(query: string, limit?: number): Ranked[];
   free(): void;
 }
+
+/** Deletes the models kept in Cache Storage. */
+export function clearModelCache(): Promise<void>;

@@ -1,23 +1,42 @@
 // tinyrank in JavaScript: load a Hugging Face cross-encoder checkpoint and rerank passages with
-// it, on WebGPU when the browser has it and on the CPU (WebAssembly) otherwise. The model,
-// tokenizer, scoring and device policy are tinyrank-core compiled to wasm32; this file only
-// fetches files, reports what WebGPU adapter the page has and sorts.
+// it, on WebGPU when the browser has it and on the CPU (WebAssembly, several threads) otherwise.
+// The model, tokenizer, scoring and device policy are tinyrank-core compiled to wasm32; this
+// file only fetches files (files.js), reports what WebGPU adapter the page has, starts CPU
+// threads (threads.js) and sorts.
 import init, {
   Bm25 as WasmBm25,
   Reranker as WasmReranker,
   checkDevice,
+  checkPrecision,
+  chooseBackend,
 } from "./pkg/tinyrank_wasm.js";
+import { clearModelCache, fetchCheckpoint } from "./files.js";
+import { ThreadPool, threadCount } from "./threads.js";
 
-const isNode = typeof process !== "undefined" && !!process.versions?.node;
+export { clearModelCache };
+
 let wasmReady;
 
+/** Compiles the WebAssembly module once (workers instantiate the same compiled module) and
+ * instantiates it in this thread. */
 function loadWasm() {
   wasmReady ??= (async () => {
     const url = new URL("./pkg/tinyrank_wasm_bg.wasm", import.meta.url);
-    // Node's fetch cannot read file: URLs.
-    const module_or_path =
-      url.protocol === "file:" ? await (await import("node:fs/promises")).readFile(url) : url;
-    await init({ module_or_path });
+    let module;
+    if (url.protocol === "file:") {
+      // Node's fetch cannot read file: URLs.
+      const fs = await import("node:fs/promises");
+      module = await WebAssembly.compile(await fs.readFile(url));
+    } else {
+      const response = await fetch(url);
+      if (!response.ok) throw new Error(`tinyrank: GET ${url} failed: ${response.status}`);
+      // compileStreaming needs the application/wasm type, which not every server sends.
+      module = response.headers.get("content-type")?.startsWith("application/wasm")
+        ? await WebAssembly.compileStreaming(response)
+        : await WebAssembly.compile(await response.arrayBuffer());
+    }
+    await init({ module_or_path: module });
+    return module;
   })();
   return wasmReady;
 }
@@ -38,57 +57,6 @@ function isFallbackAdapter(adapter) {
   return Boolean(adapter.info?.isFallbackAdapter ?? adapter.isFallbackAdapter);
 }
 
-/** Reads `name` from a checkpoint location: an http(s) URL, or a directory path in Node. */
-async function readFile(base, name, { optional = false } = {}) {
-  const url = new URL(name, base);
-  if (url.protocol === "file:") {
-    const fs = await import("node:fs/promises");
-    try {
-      return new Uint8Array(await fs.readFile(url));
-    } catch (e) {
-      if (optional && e.code === "ENOENT") return null;
-      throw new Error(`tinyrank: cannot read ${url.pathname}: ${e.message}`);
-    }
-  }
-  let response;
-  try {
-    response = await fetch(url);
-  } catch (e) {
-    throw new Error(`tinyrank: cannot fetch ${url}: ${e.message}`);
-  }
-  if (!response.ok) {
-    if (optional && response.status === 404) return null;
-    throw new Error(`tinyrank: GET ${url} failed: ${response.status} ${response.statusText}`);
-  }
-  return new Uint8Array(await response.arrayBuffer());
-}
-
-function checkpointBase(source) {
-  const text = String(source);
-  const dir = text.endsWith("/") ? text : `${text}/`;
-  if (/^[a-z][a-z0-9+.-]*:/i.test(dir)) return new URL(dir);
-  if (globalThis.location) return new URL(dir, globalThis.location.href);
-  if (isNode) return new URL(dir, `file://${process.cwd()}/`);
-  throw new Error(`tinyrank: cannot resolve the model location ${text}`);
-}
-
-/** Fetches config.json, model.safetensors and tokenizer.json (or vocab.txt) from `source`. */
-async function fetchCheckpoint(source) {
-  const base = checkpointBase(source);
-  const [config, weights, tokenizerJson] = await Promise.all([
-    readFile(base, "config.json"),
-    readFile(base, "model.safetensors"),
-    readFile(base, "tokenizer.json", { optional: true }),
-  ]);
-  const tokenizer = tokenizerJson
-    ? { name: "tokenizer.json", bytes: tokenizerJson }
-    : { name: "vocab.txt", bytes: await readFile(base, "vocab.txt") };
-  const tokenizerConfig = tokenizerJson
-    ? undefined
-    : ((await readFile(base, "tokenizer_config.json", { optional: true })) ?? undefined);
-  return { config, weights, tokenizer, tokenizerConfig, origin: base.href };
-}
-
 function bytes(value, what) {
   if (value instanceof Uint8Array) return value;
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
@@ -96,45 +64,65 @@ function bytes(value, what) {
   throw new TypeError(`tinyrank: ${what} must be an ArrayBuffer or Uint8Array`);
 }
 
+/** The checkpoint's files, fetched (`owned`: the bytes are the package's) or the caller's. */
+async function checkpointFiles(source, options) {
+  if (typeof source === "string" || source instanceof URL) {
+    return { ...(await fetchCheckpoint(source, options)), owned: true };
+  }
+  if (source && typeof source === "object") {
+    const tokenizer = source.tokenizer
+      ? { name: "tokenizer.json", bytes: bytes(source.tokenizer, "tokenizer") }
+      : { name: "vocab.txt", bytes: bytes(source.vocab, "vocab") };
+    return {
+      config: bytes(source.config, "config"),
+      weights: bytes(source.weights, "weights"),
+      tokenizer,
+      tokenizerConfig: source.tokenizerConfig && bytes(source.tokenizerConfig, "tokenizerConfig"),
+      origin: "in-memory checkpoint",
+      owned: false,
+    };
+  }
+  throw new TypeError("tinyrank: load() needs a checkpoint URL or { config, weights, tokenizer }");
+}
+
 export class Reranker {
   #inner;
+  #backend;
 
-  constructor(inner) {
+  constructor(inner, backend) {
     this.#inner = inner;
+    this.#backend = backend;
   }
 
   /**
    * Loads a checkpoint directory (URL, or path in Node) or in-memory files
    * `{ config, weights, tokenizer }` (tokenizer.json) or `{ config, weights, vocab }`.
-   * `device`: "auto" (WebGPU on a hardware adapter, else the CPU), "webgpu" (any adapter,
-   * software ones included) or "cpu".
+   * - `device`: "auto" (WebGPU on a hardware adapter, else the CPU), "webgpu" (any adapter,
+   *   software ones included) or "cpu".
+   * - `precision`: "f32", or "int8" (8-bit projections, CPU only: faster, scores move slightly).
+   * - `threads`: CPU threads (Web Workers), "auto" (the cores, at most 4) or a count; 1 scores
+   *   in this thread.
+   * - `cache`: keep downloaded files in Cache Storage for the next visit (default true).
+   * - `onProgress({ file, loaded, total, cached })`: called as files arrive.
    */
-  static async load(source, { device = "auto" } = {}) {
-    await loadWasm();
+  static async load(
+    source,
+    { device = "auto", precision = "f32", threads = "auto", cache = true, onProgress } = {},
+  ) {
+    const module = await loadWasm();
     checkDevice(device);
-    let files;
-    if (typeof source === "string" || source instanceof URL) {
-      files = await fetchCheckpoint(source);
-    } else if (source && typeof source === "object") {
-      const tokenizer = source.tokenizer
-        ? { name: "tokenizer.json", bytes: bytes(source.tokenizer, "tokenizer") }
-        : { name: "vocab.txt", bytes: bytes(source.vocab, "vocab") };
-      files = {
-        config: bytes(source.config, "config"),
-        weights: bytes(source.weights, "weights"),
-        tokenizer,
-        tokenizerConfig: source.tokenizerConfig && bytes(source.tokenizerConfig, "tokenizerConfig"),
-        origin: "in-memory checkpoint",
-      };
-    } else {
-      throw new TypeError("tinyrank: load() needs a checkpoint URL or { config, weights, tokenizer }");
-    }
+    checkPrecision(precision);
+    const count = threadCount(threads);
+    const files = await checkpointFiles(source, { cache, onProgress });
     // The page reports what it has; tinyrank-core's device policy decides.
     const adapter = device === "cpu" ? null : await webGpuAdapter();
     const facts = !adapter ? "none" : isFallbackAdapter(adapter) ? "software" : "hardware";
-    const config = new TextDecoder().decode(files.config);
+    if (count > 1 && chooseBackend(device, facts) === "cpu") {
+      const pool = await ThreadPool.start(count, module, files, precision, files.owned);
+      return new Reranker(pool, "cpu-threads");
+    }
     const inner = await WasmReranker.fromFiles(
-      config,
+      new TextDecoder().decode(files.config),
       files.weights,
       files.tokenizer.name,
       files.tokenizer.bytes,
@@ -142,13 +130,14 @@ export class Reranker {
       device,
       facts,
       files.origin,
+      precision,
     );
-    return new Reranker(inner);
+    return new Reranker(inner, inner.backend);
   }
 
-  /** "webgpu" or "cpu". */
+  /** "webgpu", "cpu-threads" (Web Workers) or "cpu" (this thread). */
   get backend() {
-    return this.#inner.backend;
+    return this.#backend;
   }
 
   /** Scores of `passages` for `query`, in input order (higher is more relevant). */

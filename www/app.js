@@ -47,13 +47,30 @@ function ndcg10(ids, judged) {
 
 let state;
 
+/** The model download, file by file ("from cache" on a later visit). */
+const progress = new Map();
+function showProgress({ file, loaded, total, cached }) {
+  progress.set(file, { loaded, total, cached });
+  const mb = (n) => (n / 1e6).toFixed(1);
+  const parts = [...progress].map(([name, p]) =>
+    p.cached ? `${name} from cache` : `${name} ${mb(p.loaded)}${p.total ? ` / ${mb(p.total)}` : ""} MB`,
+  );
+  status(`Loading the model: ${parts.join(", ")}…`);
+}
+
+const BACKENDS = {
+  webgpu: "WebGPU",
+  "cpu-threads": "the CPU (WebAssembly, Web Workers)",
+  cpu: "the CPU (WebAssembly, one thread)",
+};
+
 async function start() {
   const started = performance.now();
   const [collection, queries, qrels, reranker] = await Promise.all([
     fetchText("/data/collection.tsv"),
     fetchText("/data/queries.tsv", true),
     fetchText("/data/qrels.txt", true),
-    Reranker.load("/model/"),
+    Reranker.load("/model/", { onProgress: showProgress }),
   ]);
   const docs = parseTable(collection);
   const indexStarted = performance.now();
@@ -70,7 +87,7 @@ async function start() {
   $("query").disabled = $("go").disabled = false;
   status(
     `Ready: ${docs.length.toLocaleString()} passages indexed in ${indexMs.toFixed(0)} ms; ` +
-      `model on ${reranker.backend === "webgpu" ? "WebGPU" : "the CPU (WebAssembly)"}; ` +
+      `model on ${BACKENDS[reranker.backend]}; ` +
       `loaded in ${((performance.now() - started) / 1000).toFixed(1)} s.`,
   );
   document.body.dataset.backend = reranker.backend;

@@ -10,7 +10,7 @@ import { gzipSync } from "node:zlib";
 
 import { chromium } from "playwright-core";
 
-import { repo, serve, shared, teacherDir } from "../test/fixtures.mjs";
+import { dl19Lists, repo, serve, teacherDir } from "../test/fixtures.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -23,20 +23,8 @@ const { values } = parseArgs({
 const repeats = Number(values.repeats);
 const maxLength = Number(values["max-length"]);
 
-const dl19 = join(shared, "data/trec-dl-2019");
-const table = (file) =>
-  new Map(
-    readFileSync(join(dl19, file), "utf8")
-      .split("\n")
-      .filter((l) => l.includes("\t"))
-      .map((l) => [l.slice(0, l.indexOf("\t")), l.slice(l.indexOf("\t") + 1)]),
-  );
-const queries = table("queries.tsv");
-const collection = table("collection.tsv");
-const run = readFileSync(join(dl19, "bm25.run"), "utf8").trim().split("\n").map((l) => l.split(/\s+/));
-const qid = run[0][0];
-const passages = run.filter((r) => r[0] === qid).slice(0, 100).map((r) => collection.get(r[2]));
-const query = queries.get(qid);
+// The first judged DL19 query's BM25 top 100 (query 264014).
+const [{ qid, query, passages }] = dl19Lists(1, 100);
 
 const server = await serve({ "/": join(repo, "web"), "/model/": values.model });
 const headless = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",

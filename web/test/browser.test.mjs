@@ -113,7 +113,7 @@ test("WebGPU: scores equal native CPU scores", { timeout: 900_000 }, () =>
       const fallback = (await navigator.gpu.requestAdapter()).info.isFallbackAdapter;
       return { backend: reranker.backend, fallback };
     });
-    assert.deepEqual(auto, { backend: "cpu", fallback: true });
+    assert.deepEqual(auto, { backend: "cpu-threads", fallback: true });
     assertClose("webgpu, tiny checkpoint, 20 pairs", tiny.scores, native.tiny);
     const teacher = await scoreInPage(page, {
       model: "/models/teacher/",
@@ -127,7 +127,7 @@ test("WebGPU: scores equal native CPU scores", { timeout: 900_000 }, () =>
 test("no WebGPU: the CPU fallback gives the same scores", { timeout: 600_000 }, () =>
   inBrowser([], async (page) => {
     const teacher = await scoreInPage(page, { model: "/models/teacher/", device: "auto", pairs });
-    assert.equal(teacher.backend, "cpu");
+    assert.equal(teacher.backend, "cpu-threads");
     assertClose("cpu-wasm, teacher, 20 pairs", teacher.scores, native.teacher);
     const tiny = await scoreInPage(page, { model: "/models/tiny/", device: "auto", pairs });
     assertClose("cpu-wasm, tiny checkpoint, 20 pairs", tiny.scores, native.tiny);
@@ -190,7 +190,9 @@ test("demo: a typed query shows BM25 and the model's reranking of it", { timeout
       page.on("pageerror", (e) => errors.push(e.message));
       await page.goto(url);
       await page.waitForSelector("body[data-ready=true]", { timeout: 300_000 });
-      assert.equal(await page.getAttribute("body", "data-backend"), "cpu");
+      // `tinyrank demo` serves the page cross-origin isolated; the CPU path runs on workers.
+      assert.equal(await page.getAttribute("body", "data-backend"), "cpu-threads");
+      assert.equal(await page.evaluate(() => crossOriginIsolated), true);
       const query = pairs[0].query;
       await page.fill("#depth", "10");
       await page.fill("#query", query);
@@ -212,7 +214,7 @@ test("demo: a typed query shows BM25 and the model's reranking of it", { timeout
         .sort((a, b) => b.score - a.score)
         .map((c) => c.pid);
       assert.deepEqual(reranked, expected);
-      assert.match(await page.textContent("#timing"), /BM25 .* ms · rerank 10 passages .* ms on cpu/);
+      assert.match(await page.textContent("#timing"), /BM25 .* ms · rerank 10 passages .* ms on cpu-threads/);
       const artifacts = process.env.TINYRANK_ARTIFACTS ?? join(repo, "artifacts");
       mkdirSync(artifacts, { recursive: true });
       await page.screenshot({ path: join(artifacts, "demo.png"), fullPage: true });

@@ -2,7 +2,7 @@
 //!
 //! - **burn**: the model itself on its device (flex on CPUs, wgpu on GPUs and WebGPU), batches
 //!   padded to their longest pair. The definition of the network, and what distillation trains.
-//! - **fused** (native CPUs): `fast/`, a copy of the weights laid out once and a hand-fused,
+//! - **fused** (CPUs, native and wasm32): `fast/`, a copy of the weights laid out once and a hand-fused,
 //!   unpadded forward, its projections in f32 or int8.
 //!
 //! Both follow the rules in `rules.rs`; the parity tests hold the fused scores to burn's.
@@ -13,7 +13,6 @@ use burn::tensor::Device;
 
 use crate::Error;
 use crate::device::BackendKind;
-#[cfg(not(target_arch = "wasm32"))]
 use crate::fast::FastCrossEncoder;
 use crate::model::{Batch, CrossEncoder, Trace};
 use crate::tokenizer::Encoded;
@@ -35,22 +34,19 @@ pub enum Precision {
 pub enum EngineKind {
     /// The burn model on the reranker's device.
     Burn,
-    /// The fused CPU forward at this precision (native builds).
+    /// The fused CPU forward at this precision.
     Fused(Precision),
 }
 
-/// Whether this build has the fused CPU engine.
-pub const HAS_FUSED: bool = cfg!(not(target_arch = "wasm32"));
-
 impl EngineKind {
-    /// The policy: on a CPU the fused engine where the build has it, else burn; int8 only
-    /// where the fused engine runs.
+    /// The policy: on a CPU (native or wasm32) the fused engine, else burn; int8 only where the
+    /// fused engine runs.
     pub fn choose(backend: BackendKind, precision: Precision) -> Result<Self, Error> {
         match (backend, precision) {
-            (BackendKind::Cpu, precision) if HAS_FUSED => Ok(Self::Fused(precision)),
+            (BackendKind::Cpu, precision) => Ok(Self::Fused(precision)),
             (_, Precision::F32) => Ok(Self::Burn),
             (_, Precision::Int8) => Err(Error::Input(
-                "int8 scoring runs on the CPU only (--device cpu)".into(),
+                "int8 scoring runs on the CPU only (device cpu)".into(),
             )),
         }
     }
@@ -74,7 +70,6 @@ impl fmt::Display for EngineKind {
 /// A built engine: for burn nothing beyond the model, for the fused path its weight copy.
 pub(crate) enum Engine {
     Burn,
-    #[cfg(not(target_arch = "wasm32"))]
     Fused(Box<FastCrossEncoder>),
 }
 
@@ -82,17 +77,9 @@ impl Engine {
     pub fn build(kind: EngineKind, model: &CrossEncoder) -> Result<Self, Error> {
         match kind {
             EngineKind::Burn => Ok(Self::Burn),
-            #[cfg(not(target_arch = "wasm32"))]
             EngineKind::Fused(precision) => Ok(Self::Fused(Box::new(
                 FastCrossEncoder::from_model(model, precision),
             ))),
-            #[cfg(target_arch = "wasm32")]
-            EngineKind::Fused(_) => {
-                let _ = model;
-                Err(Error::Input(
-                    "the fused CPU engine is not built for wasm32 yet".into(),
-                ))
-            }
         }
     }
 
@@ -105,7 +92,6 @@ impl Engine {
         pairs: &[&Encoded],
     ) -> Result<Vec<f32>, Error> {
         match self {
-            #[cfg(not(target_arch = "wasm32"))]
             Self::Fused(fused) => Ok(fused.score(pairs)),
             Self::Burn => {
                 let batch = Batch::from_encoded(pairs.iter().copied(), pad_id, device);

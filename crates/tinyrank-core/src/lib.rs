@@ -5,7 +5,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod engine;
-#[cfg(not(target_arch = "wasm32"))]
 mod fast;
 pub mod model;
 mod params;

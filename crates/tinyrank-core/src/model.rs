@@ -279,7 +279,6 @@ impl CrossEncoder {
         self.classifier.weight.dims()[1]
     }
 
-    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn activation(&self) -> Activation {
         self.layers
             .first()

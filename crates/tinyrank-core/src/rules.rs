@@ -60,11 +60,20 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + inner.tanh())
 }
 
+/// `x.clamp(lo, hi)` for numbers (a NaN comes out as `hi`) as two comparisons, which vectorise on
+/// every target: `f32::clamp`, `max` and `min` keep IEEE NaN rules, which wasm32's `f32.max`
+/// does not match, so there they become calls to libm's fmaxf/fminf, one per element.
+#[inline(always)]
+pub fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+    let x = if x > lo { x } else { lo };
+    if x < hi { x } else { hi }
+}
+
 /// erf to within 1e-6 of the exact function, in arithmetic only (so loops of it vectorise):
 /// a rational fit on [-4, 4] (as in Eigen and XLA), where |erf| reaches 1 - 1.5e-8.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
+    let x = clamp(x, -4.0, 4.0);
     let x2 = x * x;
     let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
     p = p * x2 + -2.101_024e-6;

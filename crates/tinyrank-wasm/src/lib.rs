@@ -45,23 +45,56 @@ fn js_error(message: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&message.to_string()).into()
 }
 
+fn parse_precision(name: &str) -> Result<Precision, JsValue> {
+    match name {
+        "f32" => Ok(Precision::F32),
+        "int8" => Ok(Precision::Int8),
+        other => Err(js_error(format!(
+            "unknown precision {other:?}: use \"f32\" or \"int8\""
+        ))),
+    }
+}
+
+/// Refuses a precision name other than "f32" and "int8", before anything is fetched.
+#[wasm_bindgen(js_name = checkPrecision)]
+pub fn check_precision(precision: &str) -> Result<(), JsValue> {
+    parse_precision(precision).map(drop)
+}
+
 /// Refuses a device name that tinyrank-core's policy does not know, before anything is fetched.
 #[wasm_bindgen(js_name = checkDevice)]
 pub fn check_device(device: &str) -> Result<(), JsValue> {
     device.parse::<DeviceChoice>().map(drop).map_err(js_error)
 }
 
-/// The device for `request`, by tinyrank-core's policy over what the page told about its
-/// adapter. A WebGPU device that fails to start counts as no adapter.
-async fn select(request: DeviceChoice, adapter: &str) -> Result<SelectedDevice, CoreError> {
-    let facts = match adapter {
+/// What the page told about its WebGPU adapter: "hardware", "software" or "none".
+fn adapter_facts(adapter: &str) -> AdapterFacts {
+    match adapter {
         "hardware" | "software" => AdapterFacts::Found {
             software: adapter == "software",
             description: format!("WebGPU ({adapter} adapter)"),
         },
         _ => AdapterFacts::Missing("this browser gives WebGPU no adapter".into()),
-    };
-    let decision = choose(request, &facts)?;
+    }
+}
+
+/// "webgpu" or "cpu": where tinyrank-core's device policy puts `device` given the page's
+/// adapter, so that JS can start CPU workers before any model is built.
+#[wasm_bindgen(js_name = chooseBackend)]
+pub fn choose_backend(device: &str, adapter: &str) -> Result<String, JsValue> {
+    let request: DeviceChoice = device.parse().map_err(js_error)?;
+    let decision = choose(request, &adapter_facts(adapter)).map_err(js_error)?;
+    Ok(match decision.kind {
+        BackendKind::Gpu => "webgpu",
+        BackendKind::Cpu => "cpu",
+    }
+    .into())
+}
+
+/// The device for `request`, by tinyrank-core's policy over what the page told about its
+/// adapter. A WebGPU device that fails to start counts as no adapter.
+async fn select(request: DeviceChoice, adapter: &str) -> Result<SelectedDevice, CoreError> {
+    let decision = choose(request, &adapter_facts(adapter))?;
     if decision.kind == BackendKind::Cpu {
         return Ok(SelectedDevice::cpu(&decision.reason));
     }
@@ -93,8 +126,9 @@ impl Reranker {
     /// `vocab.txt`, with `tokenizer_config.json` if there is one) by name. `device` is "webgpu",
     /// "cpu" or "auto", decided by tinyrank-core's device policy from `adapter`, what the page
     /// found: "hardware", "software" (a fallback adapter such as SwiftShader) or "none".
-    /// `origin` names the files in error messages. The weight bytes are consumed: after
-    /// loading, the only copy of the weights is the model's.
+    /// `origin` names the files in error messages. `precision` is "f32" or "int8" (the fused
+    /// CPU engine's 8-bit projections; CPU only). The weight bytes are consumed: after loading,
+    /// the only copies of the weights are the model's.
     #[wasm_bindgen(js_name = fromFiles)]
     #[allow(clippy::too_many_arguments)]
     pub async fn from_files(
@@ -106,8 +140,10 @@ impl Reranker {
         device: String,
         adapter: String,
         origin: String,
+        precision: String,
     ) -> Result<Reranker, JsValue> {
         let request: DeviceChoice = device.parse().map_err(js_error)?;
+        let precision = parse_precision(&precision)?;
         let selected = select(request, &adapter).await.map_err(js_error)?;
         let backend = match selected.kind {
             BackendKind::Gpu => "webgpu",
@@ -121,7 +157,7 @@ impl Reranker {
                 .collect(),
             origin,
         };
-        let model = CoreReranker::from_files(files, &selected, Precision::F32).map_err(js_error)?;
+        let model = CoreReranker::from_files(files, &selected, precision).map_err(js_error)?;
         Ok(Reranker {
             model: Rc::new(model),
             backend,

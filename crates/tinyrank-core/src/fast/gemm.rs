@@ -47,6 +47,16 @@ pub(super) unsafe fn matmul(
     rhs_transposed: bool,
     parallelism: Parallelism,
 ) {
+    // The gemm crate has only scalar kernels on wasm32 (and one thread there anyway).
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        let _ = parallelism;
+        // SAFETY: the caller's contract.
+        return unsafe {
+            simd128::matmul([m, n, k], dst, dst_row_stride, lhs, rhs, rhs_transposed)
+        };
+    }
+    #[allow(unreachable_code)]
     let (rhs_cs, rhs_rs) = if rhs_transposed {
         (rhs.row_stride as isize, 1)
     } else {
@@ -75,6 +85,170 @@ pub(super) unsafe fn matmul(
             false,
             parallelism,
         );
+    }
+}
+
+/// The attention products on wasm32, where the `gemm` crate has only scalar kernels: small
+/// (head_dim 32 or 64), so plain loops over simd128 vectors.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    use std::arch::wasm32::*;
+
+    use super::View;
+
+    /// `a . b` over `len` f32.
+    ///
+    /// # Safety
+    /// Both must address `len` readable f32.
+    unsafe fn dot(a: *const f32, b: *const f32, len: usize) -> f32 {
+        let mut acc = f32x4_splat(0.0);
+        let mut t = 0;
+        // SAFETY: t + 4 <= len: in bounds by the caller's contract.
+        unsafe {
+            while t + 4 <= len {
+                let x = v128_load(a.add(t).cast());
+                acc = f32x4_add(acc, f32x4_mul(x, v128_load(b.add(t).cast())));
+                t += 4;
+            }
+        }
+        let lanes = f32x4_add(acc, i32x4_shuffle::<2, 3, 0, 1>(acc, acc));
+        let mut sum = f32x4_extract_lane::<0>(lanes) + f32x4_extract_lane::<1>(lanes);
+        for t in t..len {
+            // SAFETY: t < len.
+            sum += unsafe { *a.add(t) * *b.add(t) };
+        }
+        sum
+    }
+
+    /// `dst += x * src` over `len` f32.
+    ///
+    /// # Safety
+    /// `src` must address `len` readable f32 and `dst` `len` writable ones, not overlapping.
+    unsafe fn axpy(dst: *mut f32, x: f32, src: *const f32, len: usize) {
+        let splat = f32x4_splat(x);
+        let mut t = 0;
+        // SAFETY: t + 4 <= len (or t < len below): in bounds by the caller's contract.
+        unsafe {
+            while t + 4 <= len {
+                let sum = f32x4_add(
+                    v128_load(dst.add(t).cast()),
+                    f32x4_mul(splat, v128_load(src.add(t).cast())),
+                );
+                v128_store(dst.add(t).cast(), sum);
+                t += 4;
+            }
+            for t in t..len {
+                *dst.add(t) += x * *src.add(t);
+            }
+        }
+    }
+
+    /// `out[j] = row . keys[j]` for four keys at once: four accumulators over `len`, then one
+    /// transposing reduction, so each query vector loaded serves four keys.
+    ///
+    /// # Safety
+    /// `row` and the four keys must address `len` readable f32 each, `out` four writable ones.
+    unsafe fn dot4(row: *const f32, keys: [*const f32; 4], len: usize, out: *mut f32) {
+        let mut acc = [f32x4_splat(0.0); 4];
+        let mut t = 0;
+        // SAFETY: t + 4 <= len, and t < len in the tail: in bounds by the caller's contract.
+        unsafe {
+            while t + 4 <= len {
+                let x = v128_load(row.add(t).cast());
+                for (a, key) in acc.iter_mut().zip(keys) {
+                    *a = f32x4_add(*a, f32x4_mul(x, v128_load(key.add(t).cast())));
+                }
+                t += 4;
+            }
+            let [a, b, c, d] = acc;
+            let ab = f32x4_add(
+                i32x4_shuffle::<0, 4, 1, 5>(a, b),
+                i32x4_shuffle::<2, 6, 3, 7>(a, b),
+            );
+            let cd = f32x4_add(
+                i32x4_shuffle::<0, 4, 1, 5>(c, d),
+                i32x4_shuffle::<2, 6, 3, 7>(c, d),
+            );
+            let sums = f32x4_add(
+                i32x4_shuffle::<0, 1, 4, 5>(ab, cd),
+                i32x4_shuffle::<2, 3, 6, 7>(ab, cd),
+            );
+            v128_store(out.cast(), sums);
+            for t in t..len {
+                for (j, key) in keys.iter().enumerate() {
+                    *out.add(j) += *row.add(t) * *key.add(t);
+                }
+            }
+        }
+    }
+
+    /// `out[0..16] = sum_t x[t] * rows[t][0..16]`, the 16 sums held in four vectors.
+    ///
+    /// # Safety
+    /// `x` must address `len` f32, each of the `len` rows (`rows + t * stride`) 16, `out` 16.
+    unsafe fn combine16(x: *const f32, rows: *const f32, stride: usize, len: usize, out: *mut f32) {
+        let mut acc = [f32x4_splat(0.0); 4];
+        // SAFETY: t < len: in bounds by the caller's contract.
+        unsafe {
+            for t in 0..len {
+                let weight = v128_load32_splat(x.add(t).cast());
+                let row = rows.add(t * stride);
+                for (v, a) in acc.iter_mut().enumerate() {
+                    *a = f32x4_add(*a, f32x4_mul(weight, v128_load(row.add(4 * v).cast())));
+                }
+            }
+            for (v, a) in acc.iter().enumerate() {
+                v128_store(out.add(4 * v).cast(), *a);
+            }
+        }
+    }
+
+    /// [`super::matmul`]'s contract, one thread.
+    ///
+    /// # Safety
+    /// As for [`super::matmul`].
+    pub(super) unsafe fn matmul(
+        [m, n, k]: [usize; 3],
+        dst: *mut f32,
+        dst_row_stride: usize,
+        lhs: View,
+        rhs: View,
+        rhs_transposed: bool,
+    ) {
+        for i in 0..m {
+            // SAFETY: row i of dst and lhs, rows j (or t) of rhs: in bounds by the contract.
+            unsafe {
+                let out = dst.add(i * dst_row_stride);
+                let row = lhs.ptr.add(i * lhs.row_stride);
+                let rhs_row = |j: usize| rhs.ptr.add(j * rhs.row_stride);
+                if rhs_transposed {
+                    let whole = n - n % 4;
+                    for j in (0..whole).step_by(4) {
+                        let keys = [rhs_row(j), rhs_row(j + 1), rhs_row(j + 2), rhs_row(j + 3)];
+                        dot4(row, keys, k, out.add(j));
+                    }
+                    for j in whole..n {
+                        *out.add(j) = dot(row, rhs_row(j), k);
+                    }
+                } else {
+                    let whole = n - n % 16;
+                    for j in (0..whole).step_by(16) {
+                        combine16(row, rhs.ptr.add(j), rhs.row_stride, k, out.add(j));
+                    }
+                    if whole < n {
+                        std::slice::from_raw_parts_mut(out.add(whole), n - whole).fill(0.0);
+                        for t in 0..k {
+                            axpy(
+                                out.add(whole),
+                                *row.add(t),
+                                rhs_row(t).add(whole),
+                                n - whole,
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

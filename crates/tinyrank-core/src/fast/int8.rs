@@ -4,7 +4,8 @@
 //! asymmetrically to unsigned bytes, just before each projection. The product runs in integers:
 //! on AVX2 `vpmaddubsw` multiplies 32 u8 x i8 pairs at once and adds neighbours into i16,
 //! `vpmaddwd` widens those to i32; on AVX-512 VNNI `vpdpbusd` does both for 64 pairs (chosen at
-//! run time, same sums). Two products summed reach 2 x 255 x 64 = 32,640, inside the
+//! run time, same sums); wasm32 `simd128` widens both to i16 and uses `i32x4.dot_i16x8_s`
+//! (same sums again). Two products summed reach 2 x 255 x 64 = 32,640, inside the
 //! i16 that `vpmaddubsw` saturates at, which is why weights get 7 bits (+-64) and not 8. The
 //! zero point comes out afterwards through the weights' column sums:
 //! `x . w = s_x s_w (q_x . q_w - z_x sum(q_w))`. Attention, LayerNorm, GELU and the head stay f32.
@@ -13,6 +14,7 @@ use rayon::prelude::*;
 
 use super::gemm::tiled;
 use super::kernels::{LANES, round_to_bits};
+use crate::rules::clamp;
 
 /// Rows of one micro-kernel call (one broadcast each per step).
 const MR: usize = 4;
@@ -97,8 +99,9 @@ simd_dispatch! {
         let mut highs = [0.0f32; LANES];
         for chunk in row.chunks(LANES) {
             for ((lo, hi), &x) in lows.iter_mut().zip(highs.iter_mut()).zip(chunk) {
-                *lo = lo.min(x);
-                *hi = hi.max(x);
+                // Comparisons, not f32::min/max: see rules::clamp.
+                *lo = if x < *lo { x } else { *lo };
+                *hi = if x > *hi { x } else { *hi };
             }
         }
         let lo = lows.iter().fold(0.0f32, |m, &x| m.min(x));
@@ -107,7 +110,7 @@ simd_dispatch! {
         let inverse = 1.0 / scale;
         let zero = (-lo * inverse).round().clamp(0.0, 255.0);
         for (q, &x) in out.iter_mut().zip(row) {
-            *q = round_to_bits((x * inverse + zero).clamp(0.0, 255.0)) as u8;
+            *q = round_to_bits(clamp(x * inverse + zero, 0.0, 255.0)) as u8;
         }
         *params = (scale, zero as i32);
     }
@@ -180,18 +183,23 @@ pub(super) fn matmul(
 /// The integer instructions the kernel uses, best first, chosen once per product at run time.
 /// Every choice computes the same exact integer sums, so scores do not depend on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[allow(dead_code)] // each target builds only its own
 enum Isa {
     /// AVX-512 VNNI: `vpdpbusd` multiplies 64 u8 x i8 pairs and adds each four into i32 in one
     /// instruction (no i16 step).
     Vnni512,
     /// AVX2: `vpmaddubsw` + `vpmaddwd` + `vpaddd`.
     Avx2,
+    /// wasm32 `simd128` (the build's target feature): bytes widened to i16, `i32x4.dot_i16x8_s`.
+    Simd128,
     Portable,
 }
 
 impl Isa {
     fn detect() -> Self {
+        if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+            return Isa::Simd128;
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f")
@@ -218,6 +226,9 @@ impl Isa {
             if Isa::detect() == Isa::Vnni512 {
                 all.insert(0, Isa::Vnni512);
             }
+        }
+        if Isa::detect() == Isa::Simd128 {
+            all.insert(0, Isa::Simd128);
         }
         all
     }
@@ -252,6 +263,8 @@ fn kernel(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2, and the slices have the lengths asserted above.
         Isa::Avx2 => unsafe { kernel_avx2(activations, weights, steps, dequantise, tile) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Simd128 => kernel_simd128(activations, weights, steps, dequantise, tile),
         _ => kernel_portable(activations, weights, steps, dequantise, tile),
     }
 }
@@ -387,6 +400,56 @@ unsafe fn kernel_vnni512(
             let scale = _mm512_mul_ps(_mm512_set1_ps(d.row_scales[r]), column_scales);
             let value = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), scale);
             _mm512_storeu_ps(values.as_mut_ptr(), value);
+        }
+    }
+}
+
+/// One step's 16 weight bytes for four columns are one vector; widened to i16, each half holds
+/// two columns' four inputs, and `dot_i16x8` sums each adjacent pair, so a column's sum ends up
+/// in two neighbouring i32 lanes, added at the end. The panel is done in quarters of four
+/// columns so that the accumulators (four rows x two) stay in the 16 registers browsers use.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn kernel_simd128(
+    activations: &[u8],
+    weights: &[i8],
+    steps: usize,
+    dequantise: &Dequantise,
+    tile: &mut [[f32; NR]; MR],
+) {
+    use std::arch::wasm32::*;
+    let d = dequantise;
+    for quarter in 0..4 {
+        let mut acc = [i32x4_splat(0); 2 * MR];
+        // SAFETY: each step reads 16 weight bytes at its quarter's offset inside the step's
+        // NR * 4 and MR * 4 activation bytes: in bounds for `steps` by the caller's contract.
+        unsafe {
+            let mut w = weights.as_ptr().add(16 * quarter);
+            let mut a = activations.as_ptr();
+            for _ in 0..steps {
+                let w16 = v128_load(w.cast());
+                let (low, high) = (i16x8_extend_low_i8x16(w16), i16x8_extend_high_i8x16(w16));
+                for r in 0..MR {
+                    // The row's four bytes twice over, as u16: they meet both columns of a half.
+                    let x = u16x8_extend_low_u8x16(v128_load32_splat(a.add(4 * r).cast()));
+                    acc[2 * r] = i32x4_add(acc[2 * r], i32x4_dot_i16x8(x, low));
+                    acc[2 * r + 1] = i32x4_add(acc[2 * r + 1], i32x4_dot_i16x8(x, high));
+                }
+                w = w.add(NR * 4);
+                a = a.add(MR * 4);
+            }
+        }
+        for (r, values) in tile.iter_mut().enumerate() {
+            let mut lanes = [0i32; 8];
+            // SAFETY: eight i32, two unaligned vectors.
+            unsafe {
+                v128_store(lanes.as_mut_ptr().cast(), acc[2 * r]);
+                v128_store(lanes.as_mut_ptr().add(4).cast(), acc[2 * r + 1]);
+            }
+            for (j, pair) in lanes.chunks_exact(2).enumerate() {
+                let c = 4 * quarter + j;
+                let exact = pair[0] + pair[1] - d.row_zeros[r] * d.column_sums[c];
+                values[c] = exact as f32 * (d.row_scales[r] * d.column_scales[c]);
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use super::layout::Norm;
 use crate::config::Activation;
-use crate::rules::{gelu_erf, gelu_tanh};
+use crate::rules::{clamp, gelu_erf, gelu_tanh};
 
 /// Defines `fn $name` three times over the same body: for AVX-512, for AVX2 + FMA and for the
 /// build's baseline, and picks at run time. The element-wise kernels below are written so that
@@ -83,7 +83,8 @@ simd_dispatch! {
             let mut maxes = [f32::NEG_INFINITY; LANES];
             for chunk in row.chunks(LANES) {
                 for (m, x) in maxes.iter_mut().zip(chunk) {
-                    *m = m.max(*x);
+                    // A comparison, not f32::max: see rules::clamp.
+                    *m = if *x > *m { *x } else { *m };
                 }
             }
             let max = maxes.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
@@ -103,7 +104,7 @@ simd_dispatch! {
 /// e^x to about 2 ulp for x <= 0 (softmax's range), in arithmetic only: Cephes' expf.
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
+    let x = clamp(x, -87.0, 88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4 * r + 1.398_2e-3;
@@ -138,7 +139,7 @@ simd_dispatch! {
             }
             Activation::Relu => {
                 for (x, b) in row.iter_mut().zip(bias) {
-                    *x = (*x + b).max(0.0);
+                    *x = clamp(*x + b, 0.0, f32::INFINITY);
                 }
             }
         }

@@ -17,7 +17,7 @@ pub(super) struct Dense {
     pub bias: Vec<f32>,
     pub d_in: usize,
     pub d_out: usize,
-    /// The weight packed for the f32 micro-kernel (encoder layers, CPUs with AVX2 + FMA).
+    /// The weight packed for the f32 micro-kernel (encoder layers, where a vector kernel exists).
     pub packed: Option<packed::PackedWeight>,
     /// The weight in 8 bits, when the encoder layers run in [`Precision::Int8`].
     pub quantized: Option<int8::QuantizedWeight>,
@@ -43,7 +43,7 @@ impl Dense {
             Precision::Int8 => {
                 self.quantized = Some(int8::QuantizedWeight::new(&self.weight, k, n));
             }
-            Precision::F32 if packed::has_avx2_fma() => {
+            Precision::F32 if packed::has_vector_kernel() => {
                 self.packed = Some(packed::PackedWeight::new(&self.weight, k, n));
             }
             Precision::F32 => return self,

@@ -1,4 +1,5 @@
-//! f32 projections against weights packed once, at load, for an AVX2 + FMA micro-kernel.
+//! f32 projections against weights packed once, at load, for a vector micro-kernel (AVX-512,
+//! AVX2 + FMA, or wasm32 `simd128`).
 //!
 //! A general GEMM (the `gemm` crate) packs both operands on every call; the weights of a
 //! projection never change, so here they are packed once into panels of 16 columns, and each
@@ -53,7 +54,13 @@ pub(super) fn matmul(input: &[f32], rows: usize, weight: &PackedWeight, out: &mu
     });
 }
 
-pub(super) fn has_avx2_fma() -> bool {
+/// Whether this CPU (or wasm32 build) has a vector kernel for packed weights; without one the
+/// `gemm` crate, which packs per call, is faster than the portable kernel.
+pub(super) fn has_vector_kernel() -> bool {
+    Isa::detect() != Isa::Portable
+}
+
+fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     return std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma");
@@ -63,16 +70,21 @@ pub(super) fn has_avx2_fma() -> bool {
 
 /// The vector instructions of the kernel, best first, chosen once per product at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[allow(dead_code)] // each target builds only its own
 enum Isa {
     /// AVX-512F: a panel row of NR = 16 columns is one vector.
     Avx512,
     Avx2Fma,
+    /// wasm32 `simd128` (the build's target feature: WebAssembly cannot detect it at run time).
+    Simd128,
     Portable,
 }
 
 impl Isa {
     fn detect() -> Self {
+        if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+            return Isa::Simd128;
+        }
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
             return Isa::Avx512;
@@ -95,6 +107,8 @@ fn kernel(isa: Isa, lhs: &[&[f32]; MR], weights: &[f32], tile: &mut [[f32; NR]; 
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2 and FMA, and the slices have the lengths asserted above.
         Isa::Avx2Fma => unsafe { kernel_avx2(lhs, weights, tile) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Simd128 => kernel_simd128(lhs, weights, tile),
         _ => kernel_portable(lhs, weights, tile),
     }
 }
@@ -179,6 +193,46 @@ unsafe fn kernel_avx512(lhs: &[&[f32]; MR], weights: &[f32], tile: &mut [[f32; N
     }
 }
 
+/// Browsers map simd128 onto the 16 vector registers of x86-64 (one kept as scratch), and it
+/// has no FMA: the tile is done in three passes of two rows by the panel's 16 columns, eight
+/// accumulators, four weight vectors, a broadcast and a product, so that nothing spills.
+/// Products are rounded before they are added, as in the portable kernel. Raw pointers: bounds
+/// checks in this loop cost as much as the arithmetic.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn kernel_simd128(lhs: &[&[f32]; MR], weights: &[f32], tile: &mut [[f32; NR]; MR]) {
+    use std::arch::wasm32::*;
+    const ROWS: usize = 2;
+    const VECTORS: usize = NR / 4;
+    let k = lhs[0].len();
+    assert!(lhs.iter().all(|row| row.len() == k) && weights.len() == k * NR);
+    for group in 0..MR / ROWS {
+        let rows: [*const f32; ROWS] = std::array::from_fn(|r| lhs[ROWS * group + r].as_ptr());
+        let mut acc = [[f32x4_splat(0.0); VECTORS]; ROWS];
+        // SAFETY: each step reads the panel's NR weights and one value of each row: in bounds
+        // for t < k by the lengths asserted above.
+        unsafe {
+            let mut w = weights.as_ptr().cast::<v128>();
+            for t in 0..k {
+                let panel: [v128; VECTORS] = std::array::from_fn(|v| v128_load(w.add(v)));
+                for r in 0..ROWS {
+                    let x = v128_load32_splat(rows[r].add(t).cast());
+                    for v in 0..VECTORS {
+                        acc[r][v] = f32x4_add(acc[r][v], f32x4_mul(x, panel[v]));
+                    }
+                }
+                w = w.add(VECTORS);
+            }
+        }
+        for (r, sums) in acc.iter().enumerate() {
+            let out = tile[ROWS * group + r].as_mut_ptr().cast::<v128>();
+            for (v, &sum) in sums.iter().enumerate() {
+                // SAFETY: the tile row holds NR = 4 * VECTORS f32.
+                unsafe { v128_store(out.add(v), sum) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,10 +254,15 @@ mod tests {
         let mut reference = [[0.0; NR]; MR];
         kernel_portable(&lhs, &weights, &mut reference);
         #[cfg(target_arch = "x86_64")]
-        for (isa, present) in [
+        let isas = [
             (Isa::Avx512, std::arch::is_x86_feature_detected!("avx512f")),
             (Isa::Avx2Fma, has_avx2_fma()),
-        ] {
+        ];
+        #[cfg(target_arch = "wasm32")]
+        let isas = [(Isa::Simd128, Isa::detect() == Isa::Simd128)];
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "wasm32")))]
+        let isas: [(Isa, bool); 0] = [];
+        for (isa, present) in isas {
             if present {
                 let mut fast = [[0.0; NR]; MR];
                 kernel(isa, &lhs, &weights, &mut fast);
