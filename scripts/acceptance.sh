@@ -16,7 +16,7 @@ top_k=${TRAIN_TOP_K:-100}
 methods=${METHODS:-labels standard tinybert simplified two-layer}
 mkdir -p "$out"
 
-common=(--train-top-k "$top_k" --epochs 1 --eval-top-k 100 --max-len 128 --seed "${SEED:-42}"
+common=(--train-top-k "$top_k" --lr 1e-4 --epochs 1 --eval-top-k 100 --max-len 128 --seed "${SEED:-42}"
         --device "$device" --checkpoint-every 100)
 
 one() {

@@ -16,10 +16,12 @@ use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
 use tinyrank_distill::rerank::{EmptyText, candidates, rerank, rerank_documents};
 
+mod augment;
 mod bench;
 mod demo;
 mod distill;
 mod serve;
+use augment::AugmentArgs;
 use bench::BenchArgs;
 use demo::DemoArgs;
 use distill::DistillArgs;
@@ -50,6 +52,9 @@ enum Command {
     Export(ExportArgs),
     /// Distil a teacher cross-encoder into a small student (Simplified TinyBERT).
     Distill(Box<DistillArgs>),
+    /// Write augmentation data for distillation: pseudo-queries cut from training passages, each
+    /// with its BM25 candidates, as a dataset directory for `distill --train`.
+    Augment(AugmentArgs),
     /// Serve the client-side search demo (BM25 + the model, in the browser) on 127.0.0.1.
     Demo(DemoArgs),
     /// Measure pairs/s and peak memory of model shapes (or a checkpoint) on each backend.
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_eval(args),
         Command::Export(args) => run_export(args),
         Command::Distill(args) => distill::run_distill(*args),
+        Command::Augment(args) => augment::run_augment(args),
         Command::Demo(args) => demo::run_demo(args),
         Command::Bench(args) => bench::run_bench(args),
         Command::Serve(args) => serve::run_serve(*args),

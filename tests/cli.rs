@@ -19,6 +19,14 @@ fn tinyrank(args: &[&str]) -> Output {
         .expect("the tinyrank binary runs")
 }
 
+/// Runs `tinyrank` and asserts success; its stdout and stderr.
+fn succeeds(args: &[&str]) -> (String, String) {
+    let out = tinyrank(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -419,6 +427,90 @@ fn distill_without_assets_says_where_to_point() {
     assert_rejected(&out, &["--assets", "TINYRANK_SHARED"]);
 }
 
+/// Augmentation over the real training collections: a dataset directory with the asked number of
+/// queries, none of DL19's passages or queries in it, and an existing directory left alone.
+#[test]
+fn augment_writes_training_data_without_the_evaluation_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, assets) = (dir.path().join("aug"), shared());
+    let args = [
+        "augment",
+        "--assets",
+        path(&assets),
+        "--out",
+        path(&out),
+        "--queries",
+        "40",
+        "--top-k",
+        "4",
+        "--label-source",
+    ];
+    succeeds(&args);
+    let read = |dir: &Path, name: &str, what: &str| TextTable::read(&dir.join(name), what).unwrap();
+    let queries = read(&out, "queries.tsv", "query");
+    assert_eq!(queries.len(), 40);
+    let lines = |name: &str| {
+        std::fs::read_to_string(out.join(name))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!((lines("bm25.run"), lines("qrels.txt")), (160, 40));
+    let held_out = read(&dl19(), "collection.tsv", "passage");
+    let held_out: std::collections::HashSet<&str> = held_out.iter().map(|(_, t)| t).collect();
+    let pool = read(&out, "collection.tsv", "passage");
+    assert!(pool.len() > 10_000);
+    assert!(pool.iter().all(|(_, text)| !held_out.contains(text)));
+    let dl19_queries = read(&dl19(), "queries.tsv", "query");
+    let generated: Vec<&str> = queries.iter().map(|(_, q)| q).collect();
+    assert!(dl19_queries.iter().all(|(_, q)| !generated.contains(&q)));
+    let before = std::fs::read(out.join("bm25.run")).unwrap();
+    assert_rejected(&tinyrank(&args), &[path(&out), "already exists"]);
+    assert_eq!(std::fs::read(out.join("bm25.run")).unwrap(), before);
+}
+
+/// `distill --augment`: pseudo-queries over the training collections join the examples, each
+/// with --train-top-k candidates, and the evaluation set's passages stay out.
+#[test]
+fn distill_trains_on_augmented_queries() {
+    let out = tempfile::tempdir().unwrap();
+    let (teacher, assets) = (golden_dir().join("tiny-2logit"), shared());
+    let train = assets.join("data/trec-dl-2020");
+    let args = [
+        "distill",
+        "--teacher",
+        path(&teacher),
+        "--student",
+        "teacher-layers:1",
+        "--train",
+        path(&train),
+        "--train-top-k",
+        "2",
+        "--augment",
+        "8",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--max-len",
+        "32",
+        "--no-eval",
+        "--device",
+        "cpu",
+        "--out",
+        path(out.path()),
+    ];
+    let (_, stderr) = succeeds(&args);
+    assert!(
+        stderr.contains("augmentation: 16 pairs of 8 pseudo-queries"),
+        "{stderr}"
+    );
+    let held_out = stderr.contains("held out by") && stderr.contains("trec-dl-2019");
+    assert!(held_out, "{stderr}");
+    // 54 DL20 queries with 2 candidates each, and the 16 augmented pairs.
+    assert!(stderr.contains("with 124 examples"), "{stderr}");
+}
+
 /// The whole `distill` job on the tiny test checkpoints: train, export, compare, and a second run
 /// of the same command that finds the finished checkpoint and only evaluates.
 #[test]
@@ -456,13 +548,12 @@ fn distill_trains_exports_and_compares() {
         "--out",
         path(out.path()),
     ];
-    let first = tinyrank(&args);
-    let stdout = String::from_utf8_lossy(&first.stdout);
-    let stderr = String::from_utf8_lossy(&first.stderr);
-    assert!(first.status.success(), "{stderr}");
+    let (stdout, stderr) = succeeds(&args);
     assert!(stdout.contains("| BM25 | 0.5058 |"), "{stdout}");
     assert!(stdout.contains("| teacher |") && stdout.contains("| student (simplified) |"));
     assert!(stderr.contains("dev nDCG@10"), "{stderr}");
+    // Explicit training sets get no augmentation unless asked for.
+    assert!(!stderr.contains("augmentation:"), "{stderr}");
     for file in [
         "results.md",
         "log.jsonl",

@@ -1,6 +1,7 @@
 //! tinyrank-distill: IR data formats, ranking metrics and reranking of TREC runs (the pieces
 //! distillation trains and evaluates with).
 
+pub mod augment;
 pub mod data;
 pub mod examples;
 pub mod losses;

@@ -175,7 +175,9 @@ pub struct TrainConfig {
     /// Standard KD's weight of the soft loss.
     #[arg(long, default_value_t = DEFAULTS.alpha)]
     pub alpha: f64,
-    #[arg(long = "lr", default_value_t = DEFAULTS.learning_rate)]
+    /// Peak learning rate. Not a flag here: `tinyrank distill` takes `--lr` itself, since its
+    /// default depends on the recipe it picks for the device.
+    #[arg(skip = DEFAULTS.learning_rate)]
     pub learning_rate: f64,
     #[arg(long, default_value_t = DEFAULTS.weight_decay)]
     pub weight_decay: f64,

@@ -1,0 +1,544 @@
+//! Teacher-labelled augmentation: pseudo-queries cut from passages of the training collections,
+//! each with candidates from a BM25 index over the same passages (its source among them, and hard
+//! negatives that share its words). The output is a dataset directory that `tinyrank distill
+//! --train` reads like any TREC set; the teacher scores every pair during distillation, so the
+//! pairs need no judgments.
+//!
+//! Generation is deterministic for a seed and streamed: memory holds the passages and their
+//! index, never the pairs, so a million pairs cost what a thousand do.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use bm25::{Embedder, EmbedderBuilder, Language, Scorer};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::data::{DataError, TextTable};
+use crate::examples::Example;
+use crate::rerank::DatasetPaths;
+
+/// How many words a pseudo-query takes from its passage: `min-max`, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanWords {
+    pub min: usize,
+    pub max: usize,
+}
+
+impl FromStr for SpanWords {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected MIN-MAX words with 1 <= MIN <= MAX (e.g. 4-10), got {s:?}");
+        let (min, max) = s.split_once('-').ok_or_else(bad)?;
+        let (min, max) = (
+            min.trim().parse().map_err(|_| bad())?,
+            max.trim().parse().map_err(|_| bad())?,
+        );
+        if min == 0 || min > max {
+            return Err(bad());
+        }
+        Ok(Self { min, max })
+    }
+}
+
+impl fmt::Display for SpanWords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+/// The words a pseudo-query is cut from: lower-cased, punctuation trimmed from each end.
+fn query_words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The passages augmentation draws on: each once, none that an excluded set holds.
+#[derive(Debug, Default)]
+pub struct Pool {
+    ids: Vec<String>,
+    texts: Vec<String>,
+    /// Passages left out because an excluded collection holds the same text.
+    pub excluded: usize,
+    /// Queries of the excluded sets (as pseudo-queries would spell them), never generated.
+    excluded_queries: HashSet<String>,
+}
+
+impl Pool {
+    /// The passages of each `from` dataset's collection.tsv, in order, once each: a repeated id
+    /// with the same text is skipped, one with another text (another collection's id space)
+    /// becomes `<dataset dir name>:<id>`. Passages whose text is in an `exclude` dataset's
+    /// collection are left out, and its queries are never generated.
+    pub fn read(from: &[PathBuf], exclude: &[PathBuf]) -> Result<Self, DataError> {
+        let mut held_out = HashSet::new();
+        let mut pool = Self::default();
+        for dir in exclude {
+            let paths = DatasetPaths::in_dir(dir);
+            let collection = TextTable::read(&paths.collection, "passage")?;
+            held_out.extend(collection.iter().map(|(_, text)| text.trim().to_string()));
+            let queries = TextTable::read(&paths.queries, "query")?;
+            let spelled = queries.iter().map(|(_, text)| query_words(text).join(" "));
+            pool.excluded_queries.extend(spelled);
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for dir in from {
+            let collection = TextTable::read(&DatasetPaths::in_dir(dir).collection, "passage")?;
+            for (id, text) in collection.iter() {
+                let text = text.trim();
+                if held_out.contains(text) {
+                    pool.excluded += 1;
+                    continue;
+                }
+                let id = match seen.get(id) {
+                    Some(&i) if pool.texts[i] == text => continue,
+                    Some(_) => format!("{}:{id}", dir_name(dir)),
+                    None => id.to_string(),
+                };
+                seen.insert(id.clone(), pool.ids.len());
+                pool.ids.push(id);
+                pool.texts.push(text.to_string());
+            }
+        }
+        Ok(pool)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// How many distinct (passage, span) pseudo-queries the pool holds for `span`: the ceiling
+    /// of what augmentation can produce (each brings `top_k` pairs).
+    pub fn distinct_queries(&self, span: SpanWords) -> u64 {
+        self.texts
+            .iter()
+            .map(|t| {
+                let n = query_words(t).len();
+                (span.min..=span.max.min(n))
+                    .map(|len| (n - len + 1) as u64)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// One generated query: its source passage and its BM25 candidates (pool indices, best first;
+/// the source always among them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Augmented {
+    pub query: String,
+    pub source: usize,
+    pub candidates: Vec<(usize, f32)>,
+}
+
+/// Pseudo-queries and their candidates over a [`Pool`].
+pub struct Augmenter<'a> {
+    pool: &'a Pool,
+    embedder: Embedder,
+    scorer: Scorer<u32>,
+    /// Passages long enough to give a span, in pool order.
+    sources: Vec<usize>,
+    span: SpanWords,
+    top_k: usize,
+    seed: u64,
+}
+
+impl<'a> Augmenter<'a> {
+    /// Indexes the pool with BM25 (English stemming and stop words; k1 1.2, b 0.75).
+    pub fn new(pool: &'a Pool, span: SpanWords, top_k: usize, seed: u64) -> Self {
+        let texts: Vec<&str> = pool.texts.iter().map(String::as_str).collect();
+        let embedder: Embedder = EmbedderBuilder::with_fit_to_corpus(Language::English, &texts)
+            .k1(1.2)
+            .b(0.75)
+            .build();
+        let embeddings: Vec<_> = texts.par_iter().map(|t| embedder.embed(t)).collect();
+        let mut scorer = Scorer::new();
+        for (i, e) in embeddings.into_iter().enumerate() {
+            scorer.upsert(&(i as u32), e);
+        }
+        let sources = (0..pool.len())
+            .filter(|&i| query_words(&pool.texts[i]).len() >= span.min)
+            .collect();
+        Self {
+            pool,
+            embedder,
+            scorer,
+            sources,
+            span,
+            top_k,
+            seed,
+        }
+    }
+
+    /// Passages that can be a query's source.
+    pub fn sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Query `n` of round `n / sources` (each round visits every source once, in an order that
+    /// depends only on the seed and the round): a span of its source's words and the BM25 top-k
+    /// for it. None when the span finds fewer than top-k passages or is an excluded query.
+    fn generate(&self, order: &[usize], n: u64) -> Option<Augmented> {
+        let source = order[(n % order.len() as u64) as usize];
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let words = query_words(&self.pool.texts[source]);
+        let len = rng.random_range(self.span.min..=self.span.max.min(words.len()));
+        let start = rng.random_range(0..=words.len() - len);
+        let query = words[start..start + len].join(" ");
+        if self.pool.excluded_queries.contains(&query) {
+            return None;
+        }
+        let candidates = self.search(&query, source)?;
+        Some(Augmented {
+            query,
+            source,
+            candidates,
+        })
+    }
+
+    /// The top-k passages for `query`, ties broken by pool order (the index's own order is a
+    /// hash set's), with `source` in the last place when BM25 ranks it lower.
+    fn search(&self, query: &str, source: usize) -> Option<Vec<(usize, f32)>> {
+        let mut matches = self.scorer.matches(&self.embedder.embed(query));
+        if matches.len() < self.top_k {
+            return None;
+        }
+        matches.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        let mut top: Vec<(usize, f32)> = matches[..self.top_k]
+            .iter()
+            .map(|m| (m.id as usize, m.score))
+            .collect();
+        if !top.iter().any(|&(i, _)| i == source) {
+            let score = matches
+                .iter()
+                .find(|m| m.id as usize == source)
+                .map_or(0.0, |m| m.score);
+            top[self.top_k - 1] = (source, score);
+        }
+        Some(top)
+    }
+
+    /// The source order of round `round`.
+    fn order(&self, round: u64) -> Vec<usize> {
+        let mut order = self.sources.clone();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            self.seed.wrapping_add(round),
+        ));
+        order
+    }
+
+    /// Calls `f` on up to `count` queries in order, generated in parallel chunks. Spans without
+    /// enough candidates are skipped, so a seed always gives the same list; it stops early only
+    /// when a whole round of sources gives nothing.
+    pub fn for_each(
+        &self,
+        count: u64,
+        mut f: impl FnMut(Augmented) -> Result<(), DataError>,
+    ) -> Result<u64, DataError> {
+        const CHUNK: usize = 512;
+        let per_round = self.sources.len() as u64;
+        let mut done = 0;
+        for round in 0.. {
+            let before = done;
+            let order = self.order(round);
+            for start in (0..order.len()).step_by(CHUNK) {
+                let end = (start + CHUNK).min(order.len());
+                let chunk: Vec<_> = (start..end)
+                    .into_par_iter()
+                    .map(|i| self.generate(&order, round * per_round + i as u64))
+                    .collect();
+                for a in chunk.into_iter().flatten() {
+                    if done == count {
+                        return Ok(done);
+                    }
+                    f(a)?;
+                    done += 1;
+                }
+            }
+            if done == before || done == count {
+                break;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// The id of generated query `n`.
+fn query_id(n: u64) -> String {
+    format!("aug-{n}")
+}
+
+impl Augmenter<'_> {
+    /// The first `count` generated queries as training examples, one per candidate, for a
+    /// trainer that holds its examples anyway; [`write_dataset`] streams any number to disk.
+    /// With `label_source` a query's source passage is labelled 1 and its other candidates 0
+    /// (as `write_dataset`'s qrels.txt reads back); without it no pair has a label.
+    pub fn examples(&self, count: u64, label_source: bool) -> Result<Vec<Example>, DataError> {
+        let mut examples = Vec::new();
+        let mut n = 0;
+        self.for_each(count, |a| {
+            let query_id = query_id(n);
+            n += 1;
+            examples.extend(a.candidates.iter().map(|&(i, _)| Example {
+                query_id: query_id.clone(),
+                query: a.query.clone(),
+                passage: self.pool.texts[i].clone(),
+                label: label_source.then_some(u8::from(i == a.source)),
+            }));
+            Ok(())
+        })?;
+        Ok(examples)
+    }
+}
+
+/// What [`write_dataset`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub queries: u64,
+    pub pairs: u64,
+}
+
+/// Writes `count` generated queries as a dataset directory `out`: collection.tsv (the pool),
+/// queries.tsv (`aug-<n>`), bm25.run (each query's candidates) and, with `label_source`,
+/// qrels.txt grading each query's source passage 2 (the one pair known to match; the others
+/// stay unjudged). Files are streamed into a hidden directory beside `out` that becomes `out`
+/// only when complete; an existing `out` is refused.
+pub fn write_dataset(
+    out: &Path,
+    augmenter: &Augmenter<'_>,
+    count: u64,
+    label_source: bool,
+) -> Result<Written, DataError> {
+    if out.exists() {
+        return Err(DataError::file(
+            out,
+            "already exists; remove it or choose another --out",
+        ));
+    }
+    let partial = out.with_file_name(format!(".{}.partial", dir_name(out)));
+    let fail = |e: std::io::Error| DataError::file(&partial, e.to_string());
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(fail)?;
+    }
+    std::fs::create_dir_all(&partial).map_err(fail)?;
+    match write_files(&partial, augmenter, count, label_source) {
+        Ok(written) => {
+            std::fs::rename(&partial, out).map_err(|e| DataError::file(out, e.to_string()))?;
+            Ok(written)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(e)
+        }
+    }
+}
+
+/// A buffered file in `dir` whose errors name it.
+struct Output {
+    path: PathBuf,
+    file: BufWriter<std::fs::File>,
+}
+
+impl Output {
+    fn create(dir: &Path, name: &str) -> Result<Self, DataError> {
+        let path = dir.join(name);
+        let file =
+            std::fs::File::create(&path).map_err(|e| DataError::file(&path, e.to_string()))?;
+        Ok(Self {
+            path,
+            file: BufWriter::new(file),
+        })
+    }
+
+    fn line(&mut self, args: fmt::Arguments<'_>) -> Result<(), DataError> {
+        writeln!(self.file, "{args}").map_err(|e| DataError::file(&self.path, e.to_string()))
+    }
+
+    fn finish(self) -> Result<(), DataError> {
+        let fail = |e: std::io::Error| DataError::file(&self.path, e.to_string());
+        let file = self.file.into_inner().map_err(|e| fail(e.into_error()))?;
+        file.sync_all().map_err(fail)
+    }
+}
+
+fn write_files(
+    dir: &Path,
+    augmenter: &Augmenter<'_>,
+    count: u64,
+    label_source: bool,
+) -> Result<Written, DataError> {
+    let pool = augmenter.pool;
+    let mut collection = Output::create(dir, "collection.tsv")?;
+    for (id, text) in pool.ids.iter().zip(&pool.texts) {
+        collection.line(format_args!("{id}\t{text}"))?;
+    }
+    collection.finish()?;
+    let mut queries = Output::create(dir, "queries.tsv")?;
+    let mut run = Output::create(dir, "bm25.run")?;
+    let mut qrels = label_source
+        .then(|| Output::create(dir, "qrels.txt"))
+        .transpose()?;
+    let (mut n, mut pairs) = (0u64, 0u64);
+    let written = augmenter.for_each(count, |a| {
+        let qid = query_id(n);
+        n += 1;
+        queries.line(format_args!("{qid}\t{}", a.query))?;
+        for (rank, &(i, score)) in a.candidates.iter().enumerate() {
+            let pid = &pool.ids[i];
+            run.line(format_args!("{qid} Q0 {pid} {} {score:.4} bm25", rank + 1))?;
+        }
+        if let Some(qrels) = qrels.as_mut() {
+            qrels.line(format_args!("{qid} 0 {} 2", pool.ids[a.source]))?;
+        }
+        pairs += a.candidates.len() as u64;
+        Ok(())
+    })?;
+    queries.finish()?;
+    run.finish()?;
+    qrels.map(Output::finish).transpose()?;
+    Ok(Written {
+        queries: written,
+        pairs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rerank::EvalSet;
+
+    const PASSAGES: [&str; 6] = [
+        "The river Nile flows north through Egypt into the Mediterranean sea.",
+        "Tea plants grow best on high slopes with steady rain and acid soil.",
+        "A river delta forms where a river meets the sea and drops its silt.",
+        "Egypt built its cities along the river for water and trade routes.",
+        "Coffee and tea both contain caffeine, a mild stimulant of the brain.",
+        "Soil erosion on slopes is slowed by terraces and deep rooted plants.",
+    ];
+
+    /// A dataset directory holding `passages` (ids p0, p1, ...) and `queries`.
+    fn dataset(root: &Path, name: &str, passages: &[&str], queries: &[&str]) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines = |rows: &[&str], prefix: &str| -> String {
+            rows.iter()
+                .enumerate()
+                .map(|(i, t)| format!("{prefix}{i}\t{t}\n"))
+                .collect()
+        };
+        std::fs::write(dir.join("collection.tsv"), lines(passages, "p")).unwrap();
+        std::fs::write(dir.join("queries.tsv"), lines(queries, "q")).unwrap();
+        std::fs::write(dir.join("bm25.run"), "").unwrap();
+        dir
+    }
+
+    fn span(s: &str) -> SpanWords {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn span_words_parse_and_refuse() {
+        assert_eq!(span("4-10"), SpanWords { min: 4, max: 10 });
+        assert_eq!(span("3-3").to_string(), "3-3");
+        for bad in ["0-3", "5-4", "4", "a-b", ""] {
+            assert!(bad.parse::<SpanWords>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn pool_keeps_out_held_out_text_and_renames_clashing_ids() {
+        let root = tempfile::tempdir().unwrap();
+        let a = dataset(root.path(), "a", &PASSAGES[..4], &[]);
+        // b repeats p0 exactly (skipped), reuses p1 for another text (renamed) and holds the
+        // held-out passage under a new id (left out).
+        let b = dataset(
+            root.path(),
+            "b",
+            &[PASSAGES[0], PASSAGES[4], PASSAGES[5]],
+            &[],
+        );
+        let held = dataset(root.path(), "held", &[PASSAGES[5]], &["tea plants grow"]);
+        let pool = Pool::read(&[a, b], &[held]).unwrap();
+        assert_eq!(pool.ids, ["p0", "p1", "p2", "p3", "b:p1"]);
+        assert_eq!(pool.excluded, 1);
+        assert!(!pool.texts.iter().any(|t| t == PASSAGES[5]));
+        assert!(pool.excluded_queries.contains("tea plants grow"));
+        // An 11-word passage has 10 two-word spans and 9 three-word ones.
+        let one = Pool {
+            ids: vec!["x".into()],
+            texts: vec![PASSAGES[0].into()],
+            ..Pool::default()
+        };
+        assert_eq!(one.distinct_queries(span("2-3")), 10 + 9);
+    }
+
+    #[test]
+    fn writes_a_readable_dataset_the_same_for_a_seed() {
+        let root = tempfile::tempdir().unwrap();
+        let from = dataset(root.path(), "from", &PASSAGES, &[]);
+        let pool = Pool::read(&[from], &[]).unwrap();
+        let write = |name: &str, seed: u64| {
+            let augmenter = Augmenter::new(&pool, span("2-4"), 3, seed);
+            let out = root.path().join(name);
+            let written = write_dataset(&out, &augmenter, 20, true).unwrap();
+            (out, written)
+        };
+        let (first, written) = write("first", 7);
+        assert_eq!(written.pairs, written.queries * 3);
+        assert!(written.queries > 0);
+        let (again, _) = write("again", 7);
+        let (other, _) = write("other", 8);
+        let file = |dir: &Path, name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        for name in ["queries.tsv", "bm25.run", "qrels.txt", "collection.tsv"] {
+            assert_eq!(file(&first, name), file(&again, name), "{name} differs");
+        }
+        assert_ne!(file(&first, "queries.tsv"), file(&other, "queries.tsv"));
+        // Every query's source (its judged passage) is among its candidates, and the files
+        // pass the checks evaluation applies to any TREC set.
+        let set = EvalSet::read(&first, 3).unwrap();
+        let qrels = crate::data::Qrels::read(&first.join("qrels.txt")).unwrap();
+        for qid in &set.run.query_ids {
+            let ranked = set.run.ranked(qid);
+            assert!(
+                ranked
+                    .iter()
+                    .any(|e| qrels.grade(qid, &e.doc_id) == Some(2)),
+                "{qid}: its source is not among {ranked:?}"
+            );
+        }
+        assert!(std::fs::read_dir(root.path()).unwrap().all(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")
+        }));
+        // In memory, the same queries with the source labelled 1, as the files read back.
+        let augmenter = Augmenter::new(&pool, span("2-4"), 3, 7);
+        let examples = augmenter.examples(20, true).unwrap();
+        let from_files = crate::examples::from_dataset(&first, 3, 2).unwrap();
+        assert_eq!(examples, from_files);
+        let refused = augmenter;
+        let err = write_dataset(&first, &refused, 1, false).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+    }
+}

@@ -1,0 +1,102 @@
+//! `tinyrank augment`: writes teacher-labelled augmentation data (pseudo-queries with BM25
+//! candidates over the training collections) as a dataset directory for `distill --train`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use tinyrank_distill::augment::{Augmenter, Pool, SpanWords, write_dataset};
+
+use crate::distill::{assets_root, default_eval_dir, default_train_dirs};
+
+#[derive(Args)]
+pub struct AugmentArgs {
+    /// Root of the shared assets the defaults point into; default $TINYRANK_SHARED, else ../shared.
+    #[arg(long)]
+    assets: Option<PathBuf>,
+    /// Dataset directories whose collection.tsv passages are the pool queries are cut from and
+    /// searched in [default: TREC DL 2020-2022 under <assets>/data].
+    #[arg(long, value_delimiter = ',')]
+    from: Vec<PathBuf>,
+    /// Dataset directories held out: no passage with their text enters the pool and none of their
+    /// queries is generated [default: TREC DL 2019, the evaluation set].
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<PathBuf>,
+    /// Where the dataset directory goes (it must not exist); without it, only counts are printed.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Queries to write.
+    #[arg(long, default_value_t = 1000)]
+    queries: u64,
+    /// BM25 candidates per query, its source passage always among them.
+    #[arg(long, default_value_t = 16)]
+    top_k: usize,
+    /// Words per pseudo-query, MIN-MAX, cut from one passage.
+    #[arg(long, default_value = "4-10")]
+    span_words: SpanWords,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write qrels.txt grading each query's source passage 2, so the hard-label loss has a
+    /// positive (the others stay unjudged, i.e. negatives); without it only the teacher's scores
+    /// are the signal.
+    #[arg(long)]
+    label_source: bool,
+}
+
+pub fn run_augment(args: AugmentArgs) -> Result<()> {
+    let assets = assets_root(args.assets.clone());
+    let from = or_default(args.from, || default_train_dirs(&assets));
+    let exclude = or_default(args.exclude, || vec![default_eval_dir(&assets)]);
+    if args.top_k < 2 {
+        bail!("--top-k must be at least 2: a query needs a negative beside its source");
+    }
+    let started = Instant::now();
+    let pool = Pool::read(&from, &exclude)?;
+    let augmenter = Augmenter::new(&pool, args.span_words, args.top_k, args.seed);
+    let distinct = pool.distinct_queries(args.span_words);
+    eprintln!(
+        "pool: {} passages ({} held out by {}), {} can be a source; indexed in {:.1} s",
+        pool.len(),
+        pool.excluded,
+        display(&exclude),
+        augmenter.sources(),
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "distinct (passage, span) pseudo-queries of {} words: {distinct}, i.e. up to {} pairs at top {}",
+        args.span_words,
+        distinct.saturating_mul(args.top_k as u64),
+        args.top_k
+    );
+    let Some(out) = args.out else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    let written = write_dataset(&out, &augmenter, args.queries, args.label_source)?;
+    eprintln!(
+        "wrote {} queries, {} pairs to {} in {:.1} s (seed {})",
+        written.queries,
+        written.pairs,
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        args.seed
+    );
+    if written.queries < args.queries {
+        eprintln!(
+            "(the pool gave no more: every source was used once per round and a round gave none)"
+        );
+    }
+    Ok(())
+}
+
+fn or_default(given: Vec<PathBuf>, default: impl FnOnce() -> Vec<PathBuf>) -> Vec<PathBuf> {
+    if given.is_empty() { default() } else { given }
+}
+
+fn display(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
