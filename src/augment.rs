@@ -33,7 +33,7 @@ pub struct AugmentArgs {
     #[arg(long, default_value_t = 16)]
     top_k: usize,
     /// Words per pseudo-query, MIN-MAX, cut from one passage.
-    #[arg(long, default_value = "4-10")]
+    #[arg(long, default_value_t = SpanWords::DEFAULT)]
     span_words: SpanWords,
     #[arg(long, default_value_t = 1)]
     seed: u64,

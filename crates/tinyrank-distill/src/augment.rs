@@ -30,6 +30,11 @@ pub struct SpanWords {
     pub max: usize,
 }
 
+impl SpanWords {
+    /// The span `tinyrank augment` and `distill --augment` cut when not told otherwise.
+    pub const DEFAULT: SpanWords = SpanWords { min: 4, max: 10 };
+}
+
 impl FromStr for SpanWords {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
