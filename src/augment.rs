@@ -56,10 +56,12 @@ pub fn run_augment(args: AugmentArgs) -> Result<()> {
     let augmenter = Augmenter::new(&pool, args.span_words, args.top_k, args.seed);
     let distinct = pool.distinct_queries(args.span_words);
     eprintln!(
-        "pool: {} passages ({} held out by {}), {} can be a source; indexed in {:.1} s",
+        "pool: {} passages ({} held out by {}, {} repeated texts skipped), {} can be a source; \
+         indexed in {:.1} s",
         pool.len(),
         pool.excluded,
         display(&exclude),
+        pool.duplicates,
         augmenter.sources(),
         started.elapsed().as_secs_f64()
     );

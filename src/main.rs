@@ -20,11 +20,13 @@ mod augment;
 mod bench;
 mod demo;
 mod distill;
+mod retrieve;
 mod serve;
 use augment::AugmentArgs;
 use bench::BenchArgs;
 use demo::DemoArgs;
 use distill::DistillArgs;
+use retrieve::RetrieveArgs;
 
 // Inference allocates and frees large activation buffers every batch; glibc hands them back to
 // the kernel each time (page faults showed up in profiles), mimalloc keeps them.
@@ -48,6 +50,9 @@ enum Command {
     Rerank(RerankArgs),
     /// Evaluate a TREC run against graded judgments (trec_eval conventions).
     Eval(EvalArgs),
+    /// Rank a whole collection for each query with a bi-encoder (a dense first stage) and write
+    /// a TREC run.
+    Retrieve(RetrieveArgs),
     /// Rewrite a checkpoint as a Hugging Face directory, optionally in f16.
     Export(ExportArgs),
     /// Distil a teacher cross-encoder into a small student (Simplified TinyBERT).
@@ -71,17 +76,33 @@ struct DeviceArgs {
     pub(crate) device: DeviceChoice,
 }
 
+/// The texts a run's ids refer to.
 #[derive(Args)]
-struct RerankArgs {
-    /// Hugging Face cross-encoder directory (config.json, model.safetensors, tokenizer).
-    #[arg(long)]
-    model: PathBuf,
+struct TextArgs {
     /// queries.tsv (qid<TAB>text).
     #[arg(long)]
     queries: PathBuf,
     /// collection.tsv (pid<TAB>text).
     #[arg(long)]
     collection: PathBuf,
+}
+
+impl TextArgs {
+    fn read(&self) -> Result<(TextTable, TextTable)> {
+        Ok((
+            TextTable::read(&self.queries, "query")?,
+            TextTable::read(&self.collection, "passage")?,
+        ))
+    }
+}
+
+#[derive(Args)]
+struct RerankArgs {
+    /// Hugging Face cross-encoder directory (config.json, model.safetensors, tokenizer).
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    texts: TextArgs,
     /// The TREC run whose candidates are reranked.
     #[arg(long)]
     run: PathBuf,
@@ -210,6 +231,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Rerank(args) => run_rerank(args),
         Command::Eval(args) => run_eval(args),
+        Command::Retrieve(args) => retrieve::run_retrieve(args),
         Command::Export(args) => run_export(args),
         Command::Distill(args) => distill::run_distill(*args),
         Command::Augment(args) => augment::run_augment(args),
@@ -231,8 +253,7 @@ fn main() -> ExitCode {
 fn run_rerank(args: RerankArgs) -> Result<()> {
     let started = Instant::now();
     // Read and check every input before loading the model, so bad data fails fast.
-    let queries = TextTable::read(&args.queries, "query")?;
-    let collection = TextTable::read(&args.collection, "passage")?;
+    let (queries, collection) = args.texts.read()?;
     let run = Run::read(&args.run)?;
     if args.top_k == 0 {
         bail!("--top-k must be at least 1");

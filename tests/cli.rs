@@ -511,6 +511,171 @@ fn distill_trains_on_augmented_queries() {
     assert!(stderr.contains("with 124 examples"), "{stderr}");
 }
 
+/// A DL20 slice for training in seconds: its first 3 queries, their BM25 top 6, and a
+/// collection of those passages and up to 10 judged passages per query.
+fn small_training_set(dir: &Path) -> PathBuf {
+    let dl20 = shared().join("data/trec-dl-2020");
+    let root = dir.join("dl20-slice");
+    std::fs::create_dir_all(&root).unwrap();
+    let read = |name: &str| std::fs::read_to_string(dl20.join(name)).unwrap();
+    let mut qids: Vec<String> = Vec::new();
+    let mut keep: std::collections::HashSet<String> = Default::default();
+    let mut run = String::new();
+    for line in read("bm25.run").lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if !qids.iter().any(|q| q == f[0]) && qids.len() < 3 {
+            qids.push(f[0].to_string());
+        }
+        if qids.iter().any(|q| q == f[0]) && f[3].parse::<usize>().unwrap() <= 6 {
+            run.push_str(&format!("{line}\n"));
+            keep.insert(f[2].to_string());
+        }
+    }
+    let mut qrels = String::new();
+    for q in &qids {
+        let judged = read("qrels.txt");
+        let lines = judged.lines().filter(|l| l.starts_with(&format!("{q} ")));
+        for line in lines.take(10) {
+            keep.insert(line.split_whitespace().nth(2).unwrap().to_string());
+            qrels.push_str(&format!("{line}\n"));
+        }
+    }
+    let starts_with_one_of = |text: &str, ids: &dyn Fn(&str) -> bool| {
+        text.lines()
+            .filter(|l| ids(l.split('\t').next().unwrap()))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let queries = starts_with_one_of(&read("queries.tsv"), &|id| qids.iter().any(|q| q == id));
+    let collection = starts_with_one_of(&read("collection.tsv"), &|id| keep.contains(id));
+    for (name, text) in [
+        ("bm25.run", run),
+        ("qrels.txt", qrels),
+        ("queries.tsv", queries),
+        ("collection.tsv", collection),
+    ] {
+        std::fs::write(root.join(name), text).unwrap();
+    }
+    root
+}
+
+/// A cross-encoder fine-tuned from the pretrained encoder (a teacher in the making): hard
+/// negatives mined by the bi-encoder, graded listwise and prior terms, and the bi-encoder as a
+/// row of the comparison.
+#[test]
+fn distill_fine_tunes_an_encoder_on_mined_negatives_and_bi_encoder_scores() {
+    let out = tempfile::tempdir().unwrap();
+    let train = small_training_set(out.path());
+    let slice = Slice::new();
+    let (encoder, teacher) = (encoder_dir(), tiny_model());
+    let run_dir = out.path().join("run");
+    let args = [
+        "distill",
+        "--method",
+        "fine-tune",
+        "--teacher",
+        path(&teacher),
+        "--student",
+        path(&encoder),
+        "--train",
+        path(&train),
+        "--train-top-k",
+        "4",
+        "--mine-top-k",
+        "4",
+        "--group-size",
+        "4",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--max-len",
+        "48",
+        "--eval",
+        path(&slice.root),
+        "--eval-top-k",
+        "5",
+        "--device",
+        "cpu",
+        "--out",
+        path(&run_dir),
+    ];
+    let (stdout, stderr) = succeeds(&args);
+    assert!(stderr.contains("passages embedded"), "{stderr}");
+    let mined: usize = stderr
+        .split("mined: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(mined > 0, "{stderr}");
+    assert!(stdout.contains("| bi-encoder |"), "{stdout}");
+    assert!(stdout.contains("| student (fine-tune) |"), "{stdout}");
+    let log = std::fs::read_to_string(run_dir.join("log.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    for term in ["graded", "prior"] {
+        let value = first["terms"][term].as_f64().unwrap();
+        assert!(value.is_finite() && value >= 0.0, "{term}: {value}");
+    }
+    let trained = Checkpoint::load(&run_dir.join("student"), &Device::flex()).unwrap();
+    assert_eq!(trained.model.num_layers(), 6);
+
+    let missing = out.path().join("no-bi-encoder");
+    let bad_args = [&args[..], &["--bi-encoder", path(&missing)]].concat();
+    assert_rejected(&tinyrank(&bad_args), &["no-bi-encoder"]);
+}
+
+/// A dense first stage: every passage of the collection ranked by the bi-encoder, written as a
+/// run that `eval` reads; the first hit is the passage the library's embeddings put first.
+#[test]
+fn retrieve_ranks_a_whole_collection_with_the_bi_encoder() {
+    use tinyrank_core::BiEncoder;
+    use tinyrank_core::bi_encoder::{BI_ENCODER_MAX_LEN, dot};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_training_set(dir.path());
+    let output = dir.path().join("dense.run");
+    let (queries, collection) = (data.join("queries.tsv"), data.join("collection.tsv"));
+    let encoder = encoder_dir();
+    let args = [
+        "retrieve",
+        "--model",
+        path(&encoder),
+        "--queries",
+        path(&queries),
+        "--collection",
+        path(&collection),
+        "--output",
+        path(&output),
+        "--top-k",
+        "5",
+    ];
+    succeeds(&args);
+    let run = std::fs::read_to_string(&output).unwrap();
+    let lines: Vec<Vec<&str>> = run.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 3 * 5);
+    let scores: Vec<f32> = lines[..5].iter().map(|f| f[4].parse().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0);
+
+    let bi = BiEncoder::load(&encoder, BI_ENCODER_MAX_LEN).unwrap();
+    let passages = TextTable::read(&collection, "passage").unwrap();
+    let queries = TextTable::read(&queries, "query").unwrap();
+    let (qid, query) = queries.iter().find(|(q, _)| *q == lines[0][0]).unwrap();
+    let q = bi.embed(&[query]).unwrap().remove(0);
+    let (ids, texts): (Vec<&str>, Vec<&str>) = passages.iter().unzip();
+    let sims: Vec<f32> = bi
+        .embed(&texts)
+        .unwrap()
+        .iter()
+        .map(|p| dot(&q, p))
+        .collect();
+    let best = (0..sims.len())
+        .max_by(|&a, &b| sims[a].total_cmp(&sims[b]))
+        .unwrap();
+    assert_eq!((lines[0][0], lines[0][2]), (qid, ids[best]));
+    eval_json(&data.join("qrels.txt"), &output, &[]);
+}
+
 /// The whole `distill` job on the tiny test checkpoints: train, export, compare, and a second run
 /// of the same command that finds the finished checkpoint and only evaluates.
 #[test]

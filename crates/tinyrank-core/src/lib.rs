@@ -1,6 +1,7 @@
 //! tinyrank-core: a BERT cross-encoder on burn that loads and writes Hugging Face checkpoints,
 //! tokenises query-passage pairs and scores them, on CPUs, GPUs and in the browser (wasm32).
 
+pub mod bi_encoder;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
@@ -14,6 +15,7 @@ pub mod rules;
 pub mod tokenizer;
 pub mod weights;
 
+pub use bi_encoder::BiEncoder;
 pub use burn;
 pub use checkpoint::Checkpoint;
 pub use config::BertConfig;

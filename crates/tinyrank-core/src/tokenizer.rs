@@ -247,6 +247,29 @@ impl PairTokenizer {
             .map_err(fail)
     }
 
+    /// `[CLS] text [SEP]` for each text, cut to `max_len` tokens: single sequences, as a
+    /// bi-encoder embeds queries and passages.
+    pub fn encode_texts(&self, texts: &[&str], max_len: usize) -> Result<Vec<Encoded>, Error> {
+        if max_len < 3 {
+            return Err(Error::Input(format!(
+                "max length {max_len} is too short for [CLS] text [SEP]"
+            )));
+        }
+        Ok(self
+            .tokenize(texts)?
+            .into_iter()
+            .map(|text| {
+                let kept = text.ids.len().min(max_len - 2);
+                let mut ids = Vec::with_capacity(kept + 2);
+                ids.push(self.cls_id);
+                ids.extend_from_slice(&text.ids[..kept]);
+                ids.push(self.sep_id);
+                let type_ids = vec![0; ids.len()];
+                Encoded { ids, type_ids }
+            })
+            .collect())
+    }
+
     /// `[CLS] query [SEP] passage [SEP]` from texts tokenised alone, cut as the `tokenizers`
     /// crate truncates a pair.
     pub fn join(&self, query: &[u32], passage: &[u32], cut: Cut) -> Encoded {

@@ -7,7 +7,7 @@
 //! Generation is deterministic for a seed and streamed: memory holds the passages and their
 //! index, never the pairs, so a million pairs cost what a thousand do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -75,15 +75,19 @@ pub struct Pool {
     texts: Vec<String>,
     /// Passages left out because an excluded collection holds the same text.
     pub excluded: usize,
+    /// Passages left out because the pool holds their text already (under another id).
+    pub duplicates: usize,
     /// Queries of the excluded sets (as pseudo-queries would spell them), never generated.
     excluded_queries: HashSet<String>,
 }
 
 impl Pool {
-    /// The passages of each `from` dataset's collection.tsv, in order, once each: a repeated id
-    /// with the same text is skipped, one with another text (another collection's id space)
-    /// becomes `<dataset dir name>:<id>`. Passages whose text is in an `exclude` dataset's
-    /// collection are left out, and its queries are never generated.
+    /// The passages of each `from` dataset's collection.tsv, in order, once each: a text
+    /// already pooled is skipped (whatever its id: DL20's MS MARCO v1 ids and DL21-22's v2 ids
+    /// name many of the same passages, and a copy of a query's source must not be one of its
+    /// negatives); a repeated id with another text (another collection's id space) becomes
+    /// `<dataset dir name>:<id>`. Passages whose text is in an `exclude` dataset's collection
+    /// are left out, and its queries are never generated.
     pub fn read(from: &[PathBuf], exclude: &[PathBuf]) -> Result<Self, DataError> {
         let mut held_out = HashSet::new();
         let mut pool = Self::default();
@@ -95,7 +99,8 @@ impl Pool {
             let spelled = queries.iter().map(|(_, text)| query_words(text).join(" "));
             pool.excluded_queries.extend(spelled);
         }
-        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut pooled: HashSet<String> = HashSet::new();
         for dir in from {
             let collection = TextTable::read(&DatasetPaths::in_dir(dir).collection, "passage")?;
             for (id, text) in collection.iter() {
@@ -104,12 +109,16 @@ impl Pool {
                     pool.excluded += 1;
                     continue;
                 }
-                let id = match seen.get(id) {
-                    Some(&i) if pool.texts[i] == text => continue,
-                    Some(_) => format!("{}:{id}", dir_name(dir)),
-                    None => id.to_string(),
+                if !pooled.insert(text.to_string()) {
+                    pool.duplicates += 1;
+                    continue;
+                }
+                let id = if seen.contains(id) {
+                    format!("{}:{id}", dir_name(dir))
+                } else {
+                    id.to_string()
                 };
-                seen.insert(id.clone(), pool.ids.len());
+                seen.insert(id.clone());
                 pool.ids.push(id);
                 pool.texts.push(text.to_string());
             }
@@ -123,6 +132,11 @@ impl Pool {
 
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// The passage texts, in pool order (trimmed).
+    pub fn texts(&self) -> &[String] {
+        &self.texts
     }
 
     /// How many distinct (passage, span) pseudo-queries the pool holds for `span`: the ceiling
@@ -288,6 +302,10 @@ impl<'a> Augmenter<'a> {
     }
 }
 
+/// The grade a pseudo-query's source passage gets (TREC DL's "highly relevant", so that it
+/// counts at the default --min-rel).
+pub const SOURCE_GRADE: u8 = 2;
+
 /// The id of generated query `n`.
 fn query_id(n: u64) -> String {
     format!("aug-{n}")
@@ -309,6 +327,8 @@ impl Augmenter<'_> {
                 query: a.query.clone(),
                 passage: self.pool.texts[i].clone(),
                 label: label_source.then_some(u8::from(i == a.source)),
+                grade: label_source.then_some(if i == a.source { SOURCE_GRADE } else { 0 }),
+                prior: None,
             }));
             Ok(())
         })?;
@@ -413,7 +433,10 @@ fn write_files(
             run.line(format_args!("{qid} Q0 {pid} {} {score:.4} bm25", rank + 1))?;
         }
         if let Some(qrels) = qrels.as_mut() {
-            qrels.line(format_args!("{qid} 0 {} 2", pool.ids[a.source]))?;
+            qrels.line(format_args!(
+                "{qid} 0 {} {SOURCE_GRADE}",
+                pool.ids[a.source]
+            ))?;
         }
         pairs += a.candidates.len() as u64;
         Ok(())
@@ -471,21 +494,22 @@ mod tests {
     }
 
     #[test]
-    fn pool_keeps_out_held_out_text_and_renames_clashing_ids() {
+    fn pool_keeps_out_held_out_and_repeated_text_and_renames_clashing_ids() {
         let root = tempfile::tempdir().unwrap();
         let a = dataset(root.path(), "a", &PASSAGES[..4], &[]);
-        // b repeats p0 exactly (skipped), reuses p1 for another text (renamed) and holds the
-        // held-out passage under a new id (left out).
+        // b repeats p0 exactly (skipped), reuses p1 for another text (renamed), holds the
+        // held-out passage under a new id (left out) and a's p2 under id p3 (skipped: one text
+        // is pooled once, whatever its ids).
         let b = dataset(
             root.path(),
             "b",
-            &[PASSAGES[0], PASSAGES[4], PASSAGES[5]],
+            &[PASSAGES[0], PASSAGES[4], PASSAGES[5], PASSAGES[2]],
             &[],
         );
         let held = dataset(root.path(), "held", &[PASSAGES[5]], &["tea plants grow"]);
         let pool = Pool::read(&[a, b], &[held]).unwrap();
         assert_eq!(pool.ids, ["p0", "p1", "p2", "p3", "b:p1"]);
-        assert_eq!(pool.excluded, 1);
+        assert_eq!((pool.excluded, pool.duplicates), (1, 2));
         assert!(!pool.texts.iter().any(|t| t == PASSAGES[5]));
         assert!(pool.excluded_queries.contains("tea plants grow"));
         // An 11-word passage has 10 two-word spans and 9 three-word ones.
@@ -527,7 +551,7 @@ mod tests {
             assert!(
                 ranked
                     .iter()
-                    .any(|e| qrels.grade(qid, &e.doc_id) == Some(2)),
+                    .any(|e| qrels.grade(qid, &e.doc_id) == Some(i32::from(SOURCE_GRADE))),
                 "{qid}: its source is not among {ranked:?}"
             );
         }

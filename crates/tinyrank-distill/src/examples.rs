@@ -12,7 +12,7 @@ use tinyrank_core::{TitleSource, WordWindows};
 use crate::data::{DataError, Qrels, Run, TextTable, read_triples};
 use crate::rerank::{Candidates, DatasetPaths, EmptyText, candidates};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Example {
     pub query_id: String,
     pub query: String,
@@ -20,6 +20,16 @@ pub struct Example {
     /// 1 relevant, 0 not; None when the source has no judgments (the pair then only gets the
     /// teacher's signal).
     pub label: Option<u8>,
+    /// The qrels grade (0 when unjudged); None when the source has no judgments.
+    pub grade: Option<u8>,
+    /// A score given with the data (a bi-encoder's scaled similarity, see `mining`), the
+    /// target of `fine-tune`'s listwise term; None when there is none.
+    pub prior: Option<f32>,
+}
+
+/// A qrels grade as [`Example::grade`] keeps it (negative grades count as 0).
+pub fn example_grade(grade: Option<i32>) -> u8 {
+    grade.unwrap_or(0).clamp(0, i32::from(u8::MAX)) as u8
 }
 
 /// Examples from each query's BM25 top-`top_k` in a dataset directory (queries.tsv,
@@ -32,12 +42,14 @@ pub fn from_dataset(dir: &Path, top_k: usize, min_rel: i32) -> Result<Vec<Exampl
         top_k,
         min_rel,
         EmptyText::Refused,
-        |query, _, text, label| {
+        |query, _, text, (label, grade)| {
             examples.push(Example {
                 query_id: query.query_id.to_string(),
                 query: query.query.to_string(),
                 passage: text.to_string(),
                 label,
+                grade,
+                prior: None,
             })
         },
     )?;
@@ -68,7 +80,7 @@ pub fn from_documents(
         top_k,
         min_rel,
         EmptyText::Allowed,
-        |query, doc_id, text, label| {
+        |query, doc_id, text, (label, grade)| {
             let (title, body) = title.split(text);
             let passages: Vec<Example> = windows
                 .split(body, title)
@@ -78,6 +90,8 @@ pub fn from_documents(
                     query: query.query.to_string(),
                     passage,
                     label,
+                    grade,
+                    prior: None,
                 })
                 .collect();
             if !passages.is_empty() {
@@ -92,13 +106,14 @@ pub fn from_documents(
     Ok(documents)
 }
 
-/// Calls `f(query, doc_id, text, label)` for each of the top-`top_k` candidates of each query.
+/// Calls `f(query, doc_id, text, (label, grade))` for each of the top-`top_k` candidates of
+/// each query.
 fn for_each_candidate(
     dir: &Path,
     top_k: usize,
     min_rel: i32,
     empty: EmptyText,
-    mut f: impl FnMut(&Candidates<'_>, &str, &str, Option<u8>),
+    mut f: impl FnMut(&Candidates<'_>, &str, &str, (Option<u8>, Option<u8>)),
 ) -> Result<(), DataError> {
     let paths = DatasetPaths::in_dir(dir);
     let queries = TextTable::read(&paths.queries, "query")?;
@@ -107,10 +122,9 @@ fn for_each_candidate(
     let qrels = paths.qrels.as_deref().map(Qrels::read).transpose()?;
     for c in candidates(&queries, &collection, &run, &paths.run, top_k, empty)? {
         for (doc_id, text) in c.doc_ids.iter().zip(&c.passages) {
-            let label = qrels
-                .as_ref()
-                .map(|q| u8::from(q.grade(c.query_id, doc_id).is_some_and(|g| g >= min_rel)));
-            f(&c, doc_id, text, label);
+            let grade = qrels.as_ref().map(|q| q.grade(c.query_id, doc_id));
+            let label = grade.map(|g| u8::from(g.is_some_and(|g| g >= min_rel)));
+            f(&c, doc_id, text, (label, grade.map(example_grade)));
         }
     }
     Ok(())
@@ -128,6 +142,8 @@ pub fn from_triples(path: &Path) -> Result<Vec<Example>, DataError> {
                 query: t.query.clone(),
                 passage,
                 label: Some(label),
+                grade: Some(label),
+                prior: None,
             })
         })
         .collect())

@@ -6,6 +6,7 @@ pub mod data;
 pub mod examples;
 pub mod losses;
 pub mod metrics;
+pub mod mining;
 pub mod optim;
 pub mod rerank;
 pub mod student;

@@ -195,9 +195,26 @@ pub fn listwise_kl(student: Tensor<2>, teacher: Tensor<2>, temperature: f64) -> 
         .mean()
 }
 
+/// The gain of a graded candidate in [`graded_listwise_ce`]'s target: 2^grade - 1, as nDCG's.
+pub fn graded_gain(grade: u8) -> f32 {
+    2f32.powi(i32::from(grade)) - 1.0
+}
+
+/// Listwise cross-entropy to graded relevance, `[groups, size]`: each group's target is its
+/// candidates' gains ([`graded_gain`]) normalised; groups without a relevant candidate have
+/// no target and are left out of the mean. Zero when none has one.
+pub fn graded_listwise_ce(student: Tensor<2>, gains: Tensor<2>) -> Tensor<1> {
+    let totals = gains.clone().sum_dim(1);
+    let has_target = totals.clone().greater_elem(0.0).float();
+    let target = gains / totals.clamp_min(f32::MIN_POSITIVE);
+    let per_group = (target * log_softmax(student, 1)).sum_dim(1).neg() * has_target.clone();
+    per_group.sum() / has_target.sum().clamp_min(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Device;
 
     #[test]
     fn uniform_layer_map_follows_the_paper() {
@@ -217,5 +234,27 @@ mod tests {
         let parsed: LayerMap = "attention=1,3,5;hidden=0,2,4,6".parse().unwrap();
         assert_eq!(parsed, LayerMap::uniform(6, 3).unwrap());
         assert!("attention=1,x;hidden=0".parse::<LayerMap>().is_err());
+    }
+
+    #[test]
+    fn graded_listwise_ce_targets_gains_and_skips_groups_without_one() {
+        let device = Device::flex();
+        let t = |v: [[f32; 2]; 3]| Tensor::<2>::from_data(v, &device);
+        let student = t([[0.0, 0.0], [1.0, 0.0], [5.0, -5.0]]);
+        // Gains 2^g - 1: [3, 0] puts all the target on the first; [1, 1] splits it; the last
+        // group has no relevant candidate and no say.
+        let gains = t([
+            [graded_gain(2), graded_gain(0)],
+            [graded_gain(1), graded_gain(1)],
+            [0.0, 0.0],
+        ]);
+        assert_eq!(graded_gain(3), 7.0);
+        let got = graded_listwise_ce(student, gains).into_scalar::<f32>();
+        let log1pe = (1.0f32 + 1f32.exp()).ln();
+        let second = 0.5 * ((log1pe - 1.0) + log1pe);
+        let want = (2f32.ln() + second) / 2.0;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        let none = graded_listwise_ce(t([[1.0, 0.0]; 3]), t([[0.0, 0.0]; 3]));
+        assert_eq!(none.into_scalar::<f32>(), 0.0);
     }
 }

@@ -268,7 +268,28 @@ impl EvalSet {
         reranker: &Reranker,
         progress: impl FnMut(usize),
     ) -> Result<Run, RerankError> {
-        let mut run = rerank(reranker, &self.candidates()?, progress)?;
+        let run = rerank(reranker, &self.candidates()?, progress)?;
+        Ok(self.below_top_k(run))
+    }
+
+    /// The run after reranking each query's top-k by `score` (the candidates' scores, in order):
+    /// for scorers other than a cross-encoder, such as a bi-encoder.
+    pub fn rerank_by(
+        &self,
+        mut score: impl FnMut(&Candidates<'_>) -> Result<Vec<f32>, RerankError>,
+    ) -> Result<Run, RerankError> {
+        let mut run = Run::default();
+        for c in self.candidates()? {
+            for (doc_id, s) in c.doc_ids.iter().zip(score(&c)?) {
+                run.push_score(c.query_id, doc_id, s);
+            }
+        }
+        Ok(self.below_top_k(run))
+    }
+
+    /// `run` (each query's reranked top-k) with the rest of the first-stage list below, in its
+    /// order.
+    fn below_top_k(&self, mut run: Run) -> Run {
         let floor = run
             .results
             .values()
@@ -288,7 +309,7 @@ impl EvalSet {
                 run.push(qid, entry);
             }
         }
-        Ok(run)
+        run
     }
 
     /// nDCG@10 and RR@10 (grade >= 2 relevant, as TREC DL reports it) of `run`.

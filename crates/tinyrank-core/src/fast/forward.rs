@@ -84,6 +84,51 @@ impl Buffers {
 impl FastCrossEncoder {
     /// Ranking scores of already tokenised pairs ([`rules::ranking_score`]).
     pub fn score(&self, pairs: &[&Encoded]) -> Vec<f32> {
+        let h = self.hidden;
+        // After the last layer (run on [CLS] rows only) `hidden` holds one row per pair.
+        self.encode(pairs, QueryRows::Cls, |hidden, _| {
+            (0..pairs.len())
+                .map(|row| {
+                    let cls = &hidden[row * h..(row + 1) * h];
+                    let pooled: Vec<f32> = dense_row(cls, &self.pooler)
+                        .into_iter()
+                        .map(f32::tanh)
+                        .collect();
+                    rules::ranking_score(&dense_row(&pooled, &self.classifier))
+                })
+                .collect()
+        })
+    }
+
+    /// The mean of each sequence's last-layer token rows (sentence-transformers' mean pooling;
+    /// the sequences are packed, so no padding enters the mean).
+    pub fn mean_pooled(&self, sequences: &[&Encoded]) -> Vec<Vec<f32>> {
+        let h = self.hidden;
+        self.encode(sequences, QueryRows::All, |hidden, starts| {
+            sequences
+                .iter()
+                .zip(starts)
+                .map(|(sequence, &start)| {
+                    let len = sequence.ids.len();
+                    let mut mean = vec![0.0f32; h];
+                    for row in hidden[start * h..(start + len) * h].chunks_exact(h) {
+                        mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+                    }
+                    mean.iter_mut().for_each(|m| *m /= len.max(1) as f32);
+                    mean
+                })
+                .collect()
+        })
+    }
+
+    /// Runs the encoder over `pairs` packed end to end and hands the last layer's rows (every
+    /// token's, or with `last_rows` Cls one per pair) and each pair's first row to `read`.
+    fn encode<T>(
+        &self,
+        pairs: &[&Encoded],
+        last_rows: QueryRows,
+        read: impl FnOnce(&[f32], &[usize]) -> Vec<T>,
+    ) -> Vec<T> {
         if pairs.is_empty() {
             return Vec::new();
         }
@@ -109,38 +154,24 @@ impl FastCrossEncoder {
         self.embed(pairs, &mut hidden);
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
-            let rows = if i == last {
-                QueryRows::Cls
-            } else {
-                QueryRows::All
-            };
+            let rows = if i == last { last_rows } else { QueryRows::All };
             self.layer(layer, pairs, &starts, rows, &mut hidden, &mut buffers);
         }
-        // After the last layer `hidden` holds one row per pair, its [CLS] row.
-        let cls_rows: Vec<usize> = if self.layers.is_empty() {
-            starts.clone()
+        let out = if self.layers.is_empty() && last_rows == QueryRows::Cls {
+            // No layer gathered the [CLS] rows: do it here.
+            let cls: Vec<f32> = starts
+                .iter()
+                .flat_map(|&s| hidden[s * h..(s + 1) * h].iter().copied())
+                .collect();
+            read(&cls, &starts)
         } else {
-            (0..pairs.len()).collect()
+            read(&hidden, &starts)
         };
-
-        // Pooler and head on each pair's [CLS] row: small, so plain loops.
-        let scores = cls_rows
-            .iter()
-            .map(|&row| {
-                let cls = &hidden[row * h..(row + 1) * h];
-                let pooled: Vec<f32> = dense_row(cls, &self.pooler)
-                    .into_iter()
-                    .map(f32::tanh)
-                    .collect();
-                let logits = dense_row(&pooled, &self.classifier);
-                rules::ranking_score(&logits)
-            })
-            .collect();
         buffers.hidden = hidden;
         if let Ok(mut kept) = self.scratch.try_lock() {
             *kept = buffers;
         }
-        scores
+        out
     }
 
     /// Word + position + token-type embeddings, then LayerNorm, into `out` (`[tokens, hidden]`).

@@ -96,7 +96,7 @@ mod tests {
             query_id: q.into(),
             query: q.into(),
             passage: "p".into(),
-            label: None,
+            ..Example::default()
         };
         let examples: Vec<Example> = ["a", "a", "a", "a", "a", "b", "b", "c"]
             .into_iter()

@@ -27,6 +27,10 @@ pub enum Method {
     Listwise,
     /// Hard labels only, no teacher: plain fine-tuning.
     Labels,
+    /// A cross-encoder trained without one as teacher (from a pretrained encoder, to become a
+    /// teacher): graded listwise cross-entropy on the qrels + listwise KL to the examples' own
+    /// scores (a bi-encoder's similarities), over groups of one query's candidates.
+    FineTune,
 }
 
 impl Method {
@@ -37,12 +41,15 @@ impl Method {
     }
 
     pub fn needs_teacher(self) -> bool {
-        self != Method::Labels
+        !matches!(self, Method::Labels | Method::FineTune)
     }
 
     /// Methods whose loss compares candidates of one query with each other.
     pub fn grouped(self) -> bool {
-        matches!(self, Method::MarginMse | Method::Listwise)
+        matches!(
+            self,
+            Method::MarginMse | Method::Listwise | Method::FineTune
+        )
     }
 
     /// Methods with attention and hidden-state terms (at some step).
@@ -77,16 +84,20 @@ pub mod term_name {
     pub const HARD: &str = "hard";
     pub const MARGIN: &str = "margin";
     pub const LISTWISE: &str = "listwise";
+    pub const GRADED: &str = "graded";
+    pub const PRIOR: &str = "prior";
 }
 
 /// Every loss term's name.
-pub const TERM_NAMES: [&str; 6] = [
+pub const TERM_NAMES: [&str; 8] = [
     term_name::ATTENTION,
     term_name::HIDDEN,
     term_name::SOFT,
     term_name::HARD,
     term_name::MARGIN,
     term_name::LISTWISE,
+    term_name::GRADED,
+    term_name::PRIOR,
 ];
 
 /// Per-term weights, `attention=0.1,soft=2`: each multiplies its term (after the method's own
@@ -166,10 +177,11 @@ pub const DEFAULTS: TrainConfig = TrainConfig {
 /// Everything that shapes the trained weights (and so must match when resuming).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct TrainConfig {
-    /// simplified, standard, tinybert, margin-mse, listwise or labels.
+    /// simplified, standard, tinybert, margin-mse, listwise, labels or fine-tune.
     #[arg(long, default_value_t = DEFAULTS.method)]
     pub method: Method,
-    /// Softmax temperature of the soft cross-entropy and the listwise KL.
+    /// Softmax temperature of the soft cross-entropy and the listwise KL (fine-tune's prior
+    /// term included).
     #[arg(long, default_value_t = DEFAULTS.temperature)]
     pub temperature: f64,
     /// Standard KD's weight of the soft loss.
@@ -193,7 +205,7 @@ pub struct TrainConfig {
     /// Micro-batches per optimiser step.
     #[arg(long, default_value_t = DEFAULTS.accumulation)]
     pub accumulation: usize,
-    /// Candidates of one query per group (margin-mse, listwise).
+    /// Candidates of one query per group (margin-mse, listwise, fine-tune).
     #[arg(long, default_value_t = DEFAULTS.group_size)]
     pub group_size: usize,
     /// Pair length in tokens for training and this command's evaluation; half of rerank's

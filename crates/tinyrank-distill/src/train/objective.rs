@@ -10,7 +10,8 @@ use tinyrank_core::rules::ranking_scores;
 
 use super::config::{Method, TrainConfig, term_name};
 use crate::losses::{
-    LayerMap, attention_loss, hard_loss, hidden_loss, listwise_kl, margin_mse, soft_loss,
+    LayerMap, attention_loss, graded_gain, graded_listwise_ce, hard_loss, hidden_loss, listwise_kl,
+    margin_mse, soft_loss,
 };
 
 /// One loss term: its name in the log, its value and its weight in the total.
@@ -38,6 +39,9 @@ pub(super) struct Outputs<'a> {
     pub layer_map: Option<&'a LayerMap>,
     /// Each pair's label; None where the data has no judgment.
     pub labels: Vec<Option<u8>>,
+    /// Each pair's qrels grade (None: no judgments) and its score given with the data.
+    pub grades: Vec<Option<u8>>,
+    pub priors: Vec<Option<f32>>,
     pub device: &'a Device,
 }
 
@@ -67,6 +71,7 @@ impl Method {
             Method::MarginMse => vec![margin(o)],
             Method::Listwise => vec![listwise(o)],
             Method::Labels => vec![hard(o)],
+            Method::FineTune => vec![graded(o), prior(o)],
         }
     }
 }
@@ -164,13 +169,47 @@ fn hard(o: &Outputs) -> Term {
     )
 }
 
+/// `[groups, group_size]` of per-pair values in batch order.
+fn grouped(o: &Outputs, values: Tensor<1>) -> Tensor<2> {
+    let g = o.config.group_size;
+    values.reshape([o.labels.len() / g, g])
+}
+
+/// Per-pair host values as a grouped tensor.
+fn grouped_values(o: &Outputs, values: Vec<f32>) -> Tensor<2> {
+    let n = values.len();
+    grouped(o, Tensor::from_data(TensorData::new(values, [n]), o.device))
+}
+
 /// Student and teacher ranking scores, `[groups, group_size]`.
 fn grouped_scores(o: &Outputs) -> (Tensor<2>, Tensor<2>) {
-    let g = o.config.group_size;
-    let groups = |scores: Tensor<1>| scores.reshape([o.labels.len() / g, g]);
     (
-        groups(ranking_scores(o.student.logits.clone())),
-        groups(ranking_scores(teacher_logits(o))),
+        grouped(o, ranking_scores(o.student.logits.clone())),
+        grouped(o, ranking_scores(teacher_logits(o))),
+    )
+}
+
+/// Listwise cross-entropy to each group's graded qrels (unjudged and unlabelled pairs gain 0).
+fn graded(o: &Outputs) -> Term {
+    let gains = o
+        .grades
+        .iter()
+        .map(|g| graded_gain(g.unwrap_or(0)))
+        .collect();
+    let student = grouped(o, ranking_scores(o.student.logits.clone()));
+    term(
+        term_name::GRADED,
+        graded_listwise_ce(student, grouped_values(o, gains)),
+    )
+}
+
+/// Listwise KL to the scores given with the data (`train` refuses examples without them).
+fn prior(o: &Outputs) -> Term {
+    let priors = o.priors.iter().map(|p| p.unwrap_or(0.0)).collect();
+    let student = grouped(o, ranking_scores(o.student.logits.clone()));
+    term(
+        term_name::PRIOR,
+        listwise_kl(student, grouped_values(o, priors), o.config.temperature),
     )
 }
 

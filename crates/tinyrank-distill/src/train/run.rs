@@ -291,6 +291,8 @@ impl Run {
             fit_dense: student.fit_dense.as_ref(),
             layer_map: self.layer_map.as_ref(),
             labels: picked.iter().map(|&i| self.examples[i].label).collect(),
+            grades: picked.iter().map(|&i| self.examples[i].grade).collect(),
+            priors: picked.iter().map(|&i| self.examples[i].prior).collect(),
             device,
         };
         self.config.method.terms(&outputs, intermediate)
@@ -435,6 +437,13 @@ fn check_setup(
         Some(t) => check_pair(t, student, config).map_err(TrainError::Setup)?,
         None => None,
     };
+    if config.method == Method::FineTune && examples.iter().any(|e| e.prior.is_none()) {
+        return Err(TrainError::Setup(
+            "fine-tune: every example needs a score to learn from (a bi-encoder's, see \
+             --bi-encoder)"
+                .into(),
+        ));
+    }
     if config.method == Method::Labels && examples.iter().all(|e| e.label.is_none()) {
         return Err(TrainError::Setup(
             "labels: none of the training examples has a label (give qrels or triples)".into(),
