@@ -624,7 +624,7 @@ impl BiEncoderData {
     }
 
     fn set_priors(&self, examples: &mut [Example], scale: f32) -> Result<()> {
-        Ok(set_priors(examples, &self.model, Some(&self.index), scale)?)
+        Ok(set_priors(examples, &self.model, &self.index, scale)?)
     }
 
     /// The bi-encoder's own ranking of the evaluation set's top-k, as a baseline.

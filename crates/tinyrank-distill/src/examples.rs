@@ -27,9 +27,13 @@ pub struct Example {
     pub prior: Option<f32>,
 }
 
-/// A qrels grade as [`Example::grade`] keeps it (negative grades count as 0).
-pub fn example_grade(grade: Option<i32>) -> u8 {
-    grade.unwrap_or(0).clamp(0, i32::from(u8::MAX)) as u8
+/// A pair's `(label, grade)` as [`Example`] keeps them, from its qrels grade: `None` when the
+/// source has no qrels, `Some(None)` when unjudged (grade 0, label 0). Labelled 1 at a grade of
+/// at least `min_rel`; negative grades count as 0.
+pub fn judgment(grade: Option<Option<i32>>, min_rel: i32) -> (Option<u8>, Option<u8>) {
+    let label = grade.map(|g| u8::from(g.is_some_and(|g| g >= min_rel)));
+    let grade = grade.map(|g| g.unwrap_or(0).clamp(0, i32::from(u8::MAX)) as u8);
+    (label, grade)
 }
 
 /// Examples from each query's BM25 top-`top_k` in a dataset directory (queries.tsv,
@@ -123,8 +127,7 @@ fn for_each_candidate(
     for c in candidates(&queries, &collection, &run, &paths.run, top_k, empty)? {
         for (doc_id, text) in c.doc_ids.iter().zip(&c.passages) {
             let grade = qrels.as_ref().map(|q| q.grade(c.query_id, doc_id));
-            let label = grade.map(|g| u8::from(g.is_some_and(|g| g >= min_rel)));
-            f(&c, doc_id, text, (label, grade.map(example_grade)));
+            f(&c, doc_id, text, judgment(grade, min_rel));
         }
     }
     Ok(())

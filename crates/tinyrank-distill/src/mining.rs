@@ -14,7 +14,7 @@ use tinyrank_core::bi_encoder::dot;
 
 use crate::augment::Pool;
 use crate::data::{DataError, Qrels, TextTable};
-use crate::examples::{Example, example_grade};
+use crate::examples::{Example, judgment};
 use crate::rerank::DatasetPaths;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,12 +113,13 @@ pub fn mined_examples(
         for (i, _) in index.search(vector, k) {
             let text = &pool.texts()[i];
             let grade = qrels.is_some().then(|| judged.get(text.as_str()).copied());
+            let (label, grade) = judgment(grade, min_rel);
             examples.push(Example {
                 query_id: qid.to_string(),
                 query: query.to_string(),
                 passage: text.clone(),
-                label: grade.map(|g| u8::from(g.is_some_and(|g| g >= min_rel))),
-                grade: grade.map(example_grade),
+                label,
+                grade,
                 prior: None,
             });
         }
@@ -162,17 +163,17 @@ pub fn merge_by_query(examples: Vec<Example>, extra: Vec<Example>) -> Vec<Exampl
 }
 
 /// Sets every example's prior to `scale` x the bi-encoder's cosine of its query and passage
-/// (pool passages reuse the index's embeddings; other texts are embedded once each).
+/// (passages `index` holds reuse its embeddings; other texts are embedded once each).
 pub fn set_priors(
     examples: &mut [Example],
     bi: &BiEncoder,
-    index: Option<&DenseIndex>,
+    index: &DenseIndex,
     scale: f32,
 ) -> Result<(), MiningError> {
     let mut unique: Vec<&str> = Vec::new();
     let mut seen = HashSet::new();
     for e in examples.iter() {
-        let passage_known = index.is_some_and(|ix| ix.vector_of(&e.passage).is_some());
+        let passage_known = index.vector_of(&e.passage).is_some();
         let texts = [
             Some(e.query.as_str()),
             (!passage_known).then_some(e.passage.as_str()),
@@ -189,7 +190,7 @@ pub fn set_priors(
         .par_iter()
         .map(|e| {
             let query = &embedded[e.query.as_str()][..];
-            let passage = match index.and_then(|ix| ix.vector_of(&e.passage)) {
+            let passage = match index.vector_of(&e.passage) {
                 Some(v) => v,
                 None => &embedded[e.passage.as_str()][..],
             };

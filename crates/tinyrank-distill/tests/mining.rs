@@ -75,7 +75,7 @@ fn mined_passages_take_their_grade_by_text_and_priors_are_scaled_cosines() {
             .all(|e| e.grade.is_none() && e.label.is_none())
     );
 
-    set_priors(&mut mined, &bi, Some(&index), 20.0).unwrap();
+    set_priors(&mut mined, &bi, &index, 20.0).unwrap();
     let query = bi.embed(&["how long is a marathon"]).unwrap().remove(0);
     let answer = bi.embed(&[ANSWER]).unwrap().remove(0);
     let want = 20.0 * dot(&query, &answer);
