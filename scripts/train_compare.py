@@ -11,13 +11,15 @@ function that keeps the pre-softmax scores, in fp32 and (`--bf16`) under bf16 au
 
 Both sides train on the same pairs: the BM25 top 8 of the DL 2020 and 2021 queries, tokenised
 with truncation at --max-len and each batch padded to its longest pair. For each batch size the
-engines alternate over --rounds; a tinyrank figure is the median pairs/s of its steps after the
-first (from its log.jsonl), a PyTorch figure the median over --steps timed steps after one
-warm-up step. Prints one Markdown table.
+engines alternate over --rounds; a tinyrank figure is the pairs of its steps after the first
+over the time from the first step's end to the last's (from its log.jsonl), a PyTorch figure the
+median over --steps timed steps after one warm-up step; each is the median over the rounds. Prints one Markdown table.
 
     pip install torch transformers
     python scripts/train_compare.py --tinyrank target/release/tinyrank --batches 16,64 --steps 3
     python scripts/train_compare.py --device cuda --tinyrank-device gpu --bf16 --batches 16,64,256
+    python scripts/train_compare.py --tinyrank wgpu=bin/tinyrank \
+        --tinyrank "fusion=bin/tinyrank-fusion --pad-to 32" ...   # two builds side by side
 
 On the CPU, threads are --threads for both (RAYON_NUM_THREADS and torch.set_num_threads).
 """
@@ -26,6 +28,7 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import statistics
 import subprocess
 import tempfile
@@ -152,21 +155,39 @@ def torch_rate(step, tokenizer, pairs, batch_size, args, device):
     return statistics.median(rates)
 
 
-def tinyrank_rate(args, batch_size):
+def tinyrank_rate(args, engine, batch_size):
+    binary, extra = engine
     with tempfile.TemporaryDirectory() as out:
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), TINYRANK_SHARED=args.shared)
         subprocess.run(
-            [args.tinyrank, "distill", "--method", args.method, "--steps", str(args.steps + 1),
+            [binary, "distill", "--method", args.method, "--steps", str(args.steps + 1),
              "--batch-size", str(batch_size), "--max-len", str(args.max_len), "--no-eval",
-             "--device", args.tinyrank_device, "--out", out],
+             "--out", out] + extra + ([] if "--device" in extra else ["--device", args.tinyrank_device]),
             check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         steps = [json.loads(line) for line in open(pathlib.Path(out) / "log.jsonl", encoding="utf-8")]
-    return statistics.median(s["pairs_per_sec"] for s in steps[1:])
+    # The first step (kernel compilation on a GPU) is read back alone; the rest are timed from
+    # its end to the end of the last (steps' values may be read back in batches).
+    timed = steps[-1]["elapsed_s"] - steps[0]["elapsed_s"]
+    return batch_size * (len(steps) - 1) / timed
+
+
+def tinyrank_engines(specs):
+    """`[LABEL=]BINARY [DISTILL FLAGS...]` per --tinyrank: engine name -> (binary, flags); a
+    --device among the flags replaces --tinyrank-device for that engine."""
+    engines = {}
+    for spec in specs or ["target/release/tinyrank"]:
+        first = spec.split()[0]
+        label, _, rest = spec.partition("=") if "=" in first else ("tinyrank", "", spec)
+        binary, *extra = shlex.split(rest)
+        engines[label] = (binary, extra)
+    return engines
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tinyrank", default="target/release/tinyrank")
+    parser.add_argument("--tinyrank", action="append",
+                        help="[LABEL=]BINARY [DISTILL FLAGS...], repeatable: each is an engine "
+                             "(default: target/release/tinyrank)")
     parser.add_argument("--shared", default=os.environ.get("TINYRANK_SHARED", "../shared"))
     parser.add_argument("--teacher", help="default: <shared>/models/teacher-minilm-l6")
     parser.add_argument("--method", choices=["simplified", "standard"], default="simplified")
@@ -186,29 +207,30 @@ def main():
     device = torch.device(args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
     pairs = training_pairs(args.shared)
-    engines = ["tinyrank", "pytorch fp32"] + (["pytorch bf16 autocast"] if args.bf16 else [])
-    rows = []
+    ours = tinyrank_engines(args.tinyrank)
+    engines = list(ours) + ["pytorch fp32"] + (["pytorch bf16 autocast"] if args.bf16 else [])
+    machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{args.threads} threads, {platform.processor() or platform.machine()}"
+    print(f"{args.method} step, max length {args.max_len}, {machine}, PyTorch {torch.__version__}; "
+          f"pairs/s, medians over {args.rounds} rounds\n")
+    ratios = [f"{e} / pytorch fp32" for e in ours]
+    print("| batch | " + " | ".join(engines + ratios) + " |")
+    print("|---" * (len(engines) + len(ratios) + 1) + "|", flush=True)
+    # Each row as soon as it is measured, so that a run cut short keeps what it has.
     for batch_size in map(int, args.batches.split(",")):
         rates = {engine: [] for engine in engines}
         for _ in range(args.rounds):
             for engine in engines:
-                if engine == "tinyrank":
-                    rates[engine].append(tinyrank_rate(args, batch_size))
+                if engine in ours:
+                    rates[engine].append(tinyrank_rate(args, ours[engine], batch_size))
                     continue
                 args.bf16_now = "bf16" in engine
                 step = TorchStep(args, device)
                 rates[engine].append(torch_rate(step, tokenizer, pairs, batch_size, args, device))
                 del step
-        rows.append((batch_size, {e: statistics.median(r) for e, r in rates.items()}))
-    machine = torch.cuda.get_device_name() if device.type == "cuda" else f"{args.threads} threads, {platform.processor() or platform.machine()}"
-    print(f"{args.method} step, max length {args.max_len}, {machine}, PyTorch {torch.__version__}; "
-          f"pairs/s, medians over {args.rounds} rounds x {args.steps} steps\n")
-    print("| batch | " + " | ".join(engines) + " | tinyrank / pytorch fp32 |")
-    print("|---" * (len(engines) + 2) + "|")
-    for batch_size, rate in rows:
-        cells = " | ".join(f"{rate[e]:,.1f}" for e in engines)
-        print(f"| {batch_size} | {cells} | {rate['tinyrank'] / rate['pytorch fp32']:.2f}x |")
-
+        rate = {e: statistics.median(r) for e, r in rates.items()}
+        cells = [f"{rate[e]:,.1f}" for e in engines]
+        cells += [f"{rate[e] / rate['pytorch fp32']:.2f}x" for e in ours]
+        print(f"| {batch_size} | " + " | ".join(cells) + " |", flush=True)
 
 if __name__ == "__main__":
     main()

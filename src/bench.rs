@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// op by op on flex, the reference).
     #[arg(long, value_delimiter = ',', default_value = "fast,int8,burn")]
     cpu_paths: Vec<CpuPath>,
+    /// On the GPU, which precisions of the burn model: f32, f16 (`rerank --f16`; adapters with
+    /// `shader-f16`).
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    gpu_precisions: Vec<GpuPrecision>,
     /// CPU threads (the rayon pool of every CPU path) [default: every core].
     #[arg(long)]
     threads: Option<usize>,
@@ -84,6 +88,12 @@ pub enum CpuPath {
     Fast,
     Int8,
     Burn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GpuPrecision {
+    F32,
+    F16,
 }
 
 /// A BERT cross-encoder shape: `layers/hidden[/heads]`.
@@ -211,22 +221,30 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding the tinyrank executable")?;
     let mut results = Vec::new();
     let mut json_out = Vec::new();
-    let runs: Vec<(DeviceChoice, Option<CpuPath>)> = devices
+    // Each run: a device and the flag that picks its path (a CPU path or a GPU precision).
+    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
+    let runs: Vec<(DeviceChoice, [String; 2])> = devices
         .iter()
-        .flat_map(|&device| match device {
-            DeviceChoice::Cpu => args.cpu_paths.iter().map(|&p| (device, Some(p))).collect(),
-            _ => vec![(device, None)],
+        .flat_map(|&device| -> Vec<_> {
+            match device {
+                DeviceChoice::Cpu => (args.cpu_paths.iter())
+                    .filter_map(|p| name(p.to_possible_value()))
+                    .map(|p| (device, ["--cpu-paths".to_string(), p]))
+                    .collect(),
+                _ => (args.gpu_precisions.iter())
+                    .filter_map(|p| name(p.to_possible_value()))
+                    .map(|p| (device, ["--gpu-precisions".to_string(), p]))
+                    .collect(),
+            }
         })
         .collect();
     for &(shape, len) in &cases {
-        for &(device, cpu_path) in &runs {
+        for (device, path) in &runs {
             let mut child = Command::new(&exe);
             child.arg("bench").arg("--single");
             child.args(["--lengths", &len.to_string()]);
             child.args(["--devices", &device.to_string()]);
-            if let Some(path) = cpu_path.and_then(|p| p.to_possible_value()) {
-                child.args(["--cpu-paths", path.get_name()]);
-            }
+            child.args(path);
             child.args(["--batch-size", &args.batch_size.to_string()]);
             child.args(["--repeats", &args.repeats.to_string()]);
             child.args(["--warmup", &args.warmup.to_string()]);
@@ -391,11 +409,12 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
     };
     let selected = select_device(device_choice)?;
     let device = &selected.device;
-    let cpu_path = (selected.kind == BackendKind::Cpu).then(|| args.cpu_paths.first().copied());
-    let engine = match cpu_path.flatten() {
-        Some(CpuPath::Fast) => EngineKind::Fused(Precision::F32),
-        Some(CpuPath::Int8) => EngineKind::Fused(Precision::Int8),
-        Some(CpuPath::Burn) | None => EngineKind::Burn,
+    let cpu = selected.kind == BackendKind::Cpu;
+    let engine = match (cpu, args.cpu_paths.first(), args.gpu_precisions.first()) {
+        (true, Some(CpuPath::Fast), _) => EngineKind::Fused(Precision::F32),
+        (true, Some(CpuPath::Int8), _) => EngineKind::Fused(Precision::Int8),
+        (false, _, Some(GpuPrecision::F16)) => EngineKind::BurnF16,
+        _ => EngineKind::Burn,
     };
     let (device_label, backend) = match engine {
         EngineKind::Fused(Precision::F32) => {
@@ -409,6 +428,11 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
             ("cpu-burn".to_string(), selected.description.clone())
         }
         EngineKind::Burn => (device_choice.to_string(), selected.description.clone()),
+        EngineKind::BurnF16 => (
+            format!("{device_choice}-f16"),
+            format!("{}, f16", selected.description),
+        ),
+        EngineKind::Fused(Precision::F16) => bail!("the fused CPU engine has no f16 path"),
     };
     // --model brings its tokenizer; random shapes borrow the shared teacher's for --text.
     let (model, shape, tokenizer, weights) = match &args.model {

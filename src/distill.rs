@@ -136,6 +136,10 @@ pub struct DistillArgs {
     config: TrainConfig,
     #[arg(long, default_value_t = 50)]
     checkpoint_every: usize,
+    /// Synchronise the device after each phase of every step and print where a step's time
+    /// goes (teacher and student forward, loss terms, backward, optimiser); slows training.
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -452,6 +456,7 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         dev,
         eval_every: args.eval_every,
+        profile: args.profile,
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -507,6 +512,7 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
                 if best { " (best so far)" } else { "" }
             )
         }),
+        Event::Profile(profile) => bar.suspend(|| println!("{profile}")),
     })?;
     bar.finish_and_clear();
     let student_dir = match outcome {

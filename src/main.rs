@@ -123,6 +123,9 @@ struct RerankArgs {
     /// hundredths of f32 (docs/performance.md has the speed and DL19 nDCG@10 of both).
     #[arg(long)]
     int8: bool,
+    /// Run the burn model in f16 (GPU adapters with `shader-f16` only).
+    #[arg(long, conflicts_with = "int8")]
+    f16: bool,
     /// Run tag written in the last column.
     #[arg(long, default_value = "tinyrank")]
     tag: String,
@@ -283,11 +286,7 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
 
     let selected = select_device(args.device.device)?;
     eprintln!("device: {}", selected.description);
-    let precision = if args.int8 {
-        Precision::Int8
-    } else {
-        Precision::F32
-    };
+    let precision = Precision::from_flags(args.int8, args.f16);
     let mut reranker = Reranker::load(&args.model, &selected, precision)?;
     reranker.set_max_len(args.max_len)?;
     reranker.set_batch_size(args.batch_size)?;

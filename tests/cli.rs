@@ -678,24 +678,31 @@ fn retrieve_ranks_a_whole_collection_with_the_bi_encoder() {
 
 /// The whole `distill` job on the tiny test checkpoints: train, export, compare, and a second run
 /// of the same command that finds the finished checkpoint and only evaluates.
-#[test]
-fn distill_trains_exports_and_compares() {
-    let out = tempfile::tempdir().unwrap();
-    let (teacher, data) = (golden_dir().join("tiny-2logit"), dl19());
-    let args = [
+/// `distill` of a 1-layer student of the tiny 2-logit teacher on DL19's BM25 top 2, 3 steps of 4.
+fn tiny_distill<'a>(teacher: &'a Path, data: &'a Path) -> Vec<&'a str> {
+    vec![
         "distill",
         "--teacher",
-        path(&teacher),
+        path(teacher),
         "--student",
         "teacher-layers:1",
         "--train",
-        path(&data),
+        path(data),
         "--train-top-k",
         "2",
         "--steps",
         "3",
         "--batch-size",
         "4",
+    ]
+}
+
+#[test]
+fn distill_trains_exports_and_compares() {
+    let out = tempfile::tempdir().unwrap();
+    let (teacher, data) = (golden_dir().join("tiny-2logit"), dl19());
+    let mut args = tiny_distill(&teacher, &data);
+    args.extend([
         "--eval",
         path(&data),
         "--eval-top-k",
@@ -712,7 +719,7 @@ fn distill_trains_exports_and_compares() {
         "2",
         "--out",
         path(out.path()),
-    ];
+    ]);
     let (stdout, stderr) = succeeds(&args);
     assert!(stdout.contains("| BM25 | 0.5058 |"), "{stdout}");
     assert!(stdout.contains("| teacher |") && stdout.contains("| student (simplified) |"));
@@ -743,6 +750,57 @@ fn distill_trains_exports_and_compares() {
 
     let bad = tinyrank(&[&args[..], &["--method", "listwise", "--group-size", "3"]].concat());
     assert_rejected(&bad, &["multiple of the group size"]);
+}
+
+#[test]
+fn distill_profiles_where_a_step_goes() {
+    let out = tempfile::tempdir().unwrap();
+    let (teacher, data) = (golden_dir().join("tiny-2logit"), dl19());
+    let mut args = tiny_distill(&teacher, &data);
+    args.extend([
+        "--max-len",
+        "64",
+        "--pad-to",
+        "32",
+        "--no-eval",
+        "--device",
+        "cpu",
+        "--profile",
+        "--out",
+        path(out.path()),
+    ]);
+    let (stdout, _) = succeeds(&args);
+    for phase in [
+        "teacher forward",
+        "student forward",
+        "backward",
+        "clipping and AdamW",
+    ] {
+        assert!(
+            stdout.contains(&format!("| {phase} |")),
+            "{phase}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("(2 steps after the first"), "{stdout}");
+    // Every step is logged, with its values read back from the device and in time order.
+    let log = std::fs::read_to_string(out.path().join("log.jsonl")).unwrap();
+    let steps: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(steps.len(), 3);
+    let elapsed: Vec<f64> = steps
+        .iter()
+        .map(|s| s["elapsed_s"].as_f64().unwrap())
+        .collect();
+    assert!(elapsed.windows(2).all(|w| w[0] <= w[1]), "{elapsed:?}");
+    assert!(steps.iter().all(|s| {
+        let (loss, norm) = (
+            s["loss"].as_f64().unwrap(),
+            s["grad_norm"].as_f64().unwrap(),
+        );
+        loss.is_finite() && loss > 0.0 && norm.is_finite() && norm > 0.0
+    }));
 }
 
 #[test]

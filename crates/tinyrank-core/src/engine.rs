@@ -2,6 +2,7 @@
 //!
 //! - **burn**: the model itself on its device (flex on CPUs, wgpu on GPUs and WebGPU), batches
 //!   padded to their longest pair. The definition of the network, and what distillation trains.
+//!   On a GPU whose adapter has f16 arithmetic (`shader-f16`), optionally an f16 copy of it.
 //! - **fused** (CPUs, native and wasm32): `fast/`, a copy of the weights laid out once and a hand-fused,
 //!   unpadded forward, its projections in f32 or int8.
 //!
@@ -9,7 +10,8 @@
 
 use std::fmt;
 
-use burn::tensor::Device;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Device, Tensor};
 
 use crate::Error;
 use crate::device::BackendKind;
@@ -27,6 +29,28 @@ pub enum Precision {
     /// quantised; see `fast/int8.rs`); attention, normalisation and the head stay f32. Scores
     /// move by a few hundredths; rankings barely.
     Int8,
+    /// The burn model with every weight and activation in f16 (GPUs whose adapter supports
+    /// `shader-f16`); scores are read back as f32.
+    F16,
+}
+
+impl Precision {
+    /// The CLI's and the server's `--int8` / `--f16` flags (at most one is set: clap refuses both).
+    pub fn from_flags(int8: bool, f16: bool) -> Self {
+        match (int8, f16) {
+            (true, _) => Self::Int8,
+            (_, true) => Self::F16,
+            _ => Self::F32,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Int8 => "int8",
+            Self::F16 => "f16",
+        }
+    }
 }
 
 /// Which engine scores.
@@ -34,17 +58,23 @@ pub enum Precision {
 pub enum EngineKind {
     /// The burn model on the reranker's device.
     Burn,
+    /// An f16 copy of the burn model (GPU).
+    BurnF16,
     /// The fused CPU forward at this precision.
     Fused(Precision),
 }
 
 impl EngineKind {
     /// The policy: on a CPU (native or wasm32) the fused engine, else burn; int8 only where the
-    /// fused engine runs.
+    /// fused engine runs, f16 only on a GPU.
     pub fn choose(backend: BackendKind, precision: Precision) -> Result<Self, Error> {
         match (backend, precision) {
+            (BackendKind::Cpu, Precision::F16) => Err(Error::Input(
+                "f16 scoring runs on a GPU only (device gpu)".into(),
+            )),
             (BackendKind::Cpu, precision) => Ok(Self::Fused(precision)),
             (_, Precision::F32) => Ok(Self::Burn),
+            (_, Precision::F16) => Ok(Self::BurnF16),
             (_, Precision::Int8) => Err(Error::Input(
                 "int8 scoring runs on the CPU only (device cpu)".into(),
             )),
@@ -53,7 +83,7 @@ impl EngineKind {
 
     /// Whether batches are padded to their longest pair (what a token budget must count).
     pub fn pads(self) -> bool {
-        self == Self::Burn
+        matches!(self, Self::Burn | Self::BurnF16)
     }
 }
 
@@ -61,22 +91,35 @@ impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Burn => "burn",
+            Self::BurnF16 => "burn f16",
             Self::Fused(Precision::F32) => "fused f32",
             Self::Fused(Precision::Int8) => "fused int8",
+            Self::Fused(Precision::F16) => "fused f16",
         })
     }
 }
 
-/// A built engine: for burn nothing beyond the model, for the fused path its weight copy.
+/// A built engine: for burn nothing beyond the model (or its f16 copy), for the fused path its
+/// weight copy.
 pub(crate) enum Engine {
     Burn,
+    BurnF16(Box<CrossEncoder>),
     Fused(Box<FastCrossEncoder>),
 }
 
 impl Engine {
-    pub fn build(kind: EngineKind, model: &CrossEncoder) -> Result<Self, Error> {
+    pub fn build(kind: EngineKind, model: &CrossEncoder, device: &Device) -> Result<Self, Error> {
         match kind {
             EngineKind::Burn => Ok(Self::Burn),
+            EngineKind::BurnF16 if !device.supports_dtype(DType::F16) => Err(Error::Input(
+                "this GPU adapter has no f16 arithmetic (shader-f16); use f32".into(),
+            )),
+            EngineKind::BurnF16 => Ok(Self::BurnF16(Box::new(
+                model.clone().map(&mut CastFloats(DType::F16)),
+            ))),
+            EngineKind::Fused(Precision::F16) => {
+                Err(Error::Input("the fused CPU engine has no f16 path".into()))
+            }
             EngineKind::Fused(precision) => Ok(Self::Fused(Box::new(
                 FastCrossEncoder::from_model(model, precision),
             ))),
@@ -93,15 +136,35 @@ impl Engine {
     ) -> Result<Vec<f32>, Error> {
         match self {
             Self::Fused(fused) => Ok(fused.score(pairs)),
-            Self::Burn => {
-                let batch = Batch::from_encoded(pairs.iter().copied(), pad_id, device);
-                let scores = model.forward(&batch, Trace::default()).ranking_scores();
-                let data = scores.into_data_async().await.map_err(|e| {
-                    Error::Device(format!("reading scores from the device failed: {e:?}"))
-                })?;
-                data.try_into_vec::<f32>()
-                    .map_err(|e| Error::Device(format!("unexpected score data: {e:?}")))
-            }
+            Self::Burn => burn_scores(model, device, pad_id, pairs).await,
+            Self::BurnF16(half) => burn_scores(half, device, pad_id, pairs).await,
         }
+    }
+}
+
+async fn burn_scores(
+    model: &CrossEncoder,
+    device: &Device,
+    pad_id: u32,
+    pairs: &[&Encoded],
+) -> Result<Vec<f32>, Error> {
+    let batch = Batch::from_encoded(pairs.iter().copied(), pad_id, device);
+    let scores = model.forward(&batch, Trace::default()).ranking_scores();
+    let data = scores
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Device(format!("reading scores from the device failed: {e:?}")))?;
+    data.convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Device(format!("unexpected score data: {e:?}")))
+}
+
+/// Casts every float parameter of a module (the f16 copy of the model).
+struct CastFloats(DType);
+
+impl ModuleMapper for CastFloats {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|tensor| tensor.cast(dtype))
     }
 }

@@ -21,6 +21,8 @@ use crate::tokenizer::Encoded;
 /// Added to the attention scores of padded keys so softmax gives them no weight. Finite, so a
 /// fully padded row (which never occurs: [CLS] is always there) could not produce NaN.
 const MASKED_SCORE: f32 = -1.0e9;
+/// The lowest finite f16, where the mask goes in an f16 model.
+const F16_LOWEST: f32 = -65504.0;
 
 /// What the forward pass records besides the logits. Nothing is recorded unless asked.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,8 +55,24 @@ impl Batch {
         pad_id: u32,
         device: &Device,
     ) -> Self {
+        Self::padded_to(encoded, pad_id, 1, usize::MAX, device)
+    }
+
+    /// Like [`Batch::from_encoded`], padded to a multiple of `multiple` tokens but not past
+    /// `cap` (nor cutting a longer row): fewer distinct shapes for backends that compile
+    /// kernels per shape.
+    pub fn padded_to<'a>(
+        encoded: impl IntoIterator<Item = &'a Encoded>,
+        pad_id: u32,
+        multiple: usize,
+        cap: usize,
+        device: &Device,
+    ) -> Self {
         let rows: Vec<&Encoded> = encoded.into_iter().collect();
-        let len = rows.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        let longest = rows.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        let len = longest
+            .next_multiple_of(multiple.max(1))
+            .min(cap.max(longest));
         let n = rows.len();
         let mut ids = vec![pad_id as i64; n * len];
         let mut types = vec![0i64; n * len];
@@ -305,6 +323,14 @@ impl CrossEncoder {
         // Padding becomes a large negative score on its key column: [n, 1, 1, len].
         let mask_bias = (batch.attention_mask.clone().neg() + 1.0) * MASKED_SCORE;
         let mask_bias = mask_bias.reshape([n, 1, 1, len]);
+        // A model in another float type (the f16 engine) takes the mask in its type, clamped to
+        // its range so that masked keys stay finite.
+        let dtype = self.embeddings.word.weight.val().dtype();
+        let mask_bias = if dtype == mask_bias.dtype() {
+            mask_bias
+        } else {
+            mask_bias.clamp_min(F16_LOWEST).cast(dtype)
+        };
 
         let mut hidden = self
             .embeddings

@@ -65,7 +65,7 @@ impl Reranker {
         device: Device,
         kind: EngineKind,
     ) -> Result<Self, Error> {
-        let engine = Engine::build(kind, &model)?;
+        let engine = Engine::build(kind, &model, &device)?;
         Ok(Self {
             model,
             tokenizer,

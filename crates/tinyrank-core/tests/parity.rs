@@ -84,19 +84,23 @@ fn logits_one_by_one(
         .collect()
 }
 
-/// Logits of `pairs` run as one padded batch, in order.
+/// Logits of `pairs` run as one padded batch (to a multiple of `multiple` tokens), in order.
 fn logits_padded(
     model: &CrossEncoder,
     tokenizer: &PairTokenizer,
     cut: Cut,
     pairs: &[(String, String)],
+    multiple: usize,
     device: &Device,
 ) -> Vec<Vec<f32>> {
     let encoded: Vec<_> = pairs
         .iter()
         .map(|(q, p)| tokenizer.encode_pair(q, p, cut).unwrap())
         .collect();
-    let batch = Batch::from_encoded(&encoded, tokenizer.pad_id(), device);
+    let longest = encoded.iter().map(|e| e.ids.len()).max().unwrap();
+    let batch = Batch::padded_to(&encoded, tokenizer.pad_id(), multiple, 512, device);
+    let len = batch.dims()[1];
+    assert!(len >= longest && len.is_multiple_of(multiple) && len < longest + multiple);
     let logits = model.forward(&batch, Trace::default()).logits;
     let [n, labels] = logits.dims();
     let flat = logits.into_data().try_into_vec::<f32>().unwrap();
@@ -127,13 +131,23 @@ fn teacher_parity(device: &Device, tolerance: f32) {
     let cut = Cut::new(golden.max_len).unwrap();
     let alone = logits_one_by_one(&checkpoint.model, &tokenizer, cut, &pairs, device);
     assert_close(&alone, &golden.teacher.logits, tolerance, "teacher logits");
-    let padded = logits_padded(&checkpoint.model, &tokenizer, cut, &pairs[..8], device);
-    assert_close(
-        &padded,
-        &golden.teacher.padded_batch_logits,
-        tolerance,
-        "teacher padded batch",
-    );
+    // Padded to the longest pair, and to a multiple of 64 tokens (training's --pad-to).
+    for multiple in [1, 64] {
+        let padded = logits_padded(
+            &checkpoint.model,
+            &tokenizer,
+            cut,
+            &pairs[..8],
+            multiple,
+            device,
+        );
+        assert_close(
+            &padded,
+            &golden.teacher.padded_batch_logits,
+            tolerance,
+            &format!("teacher padded batch (multiple of {multiple})"),
+        );
+    }
 }
 
 #[test]
@@ -176,6 +190,42 @@ fn teacher_logits_match_transformers_on_cpu() {
 fn teacher_logits_match_transformers_on_wgpu() {
     let Some(device) = gpu_device() else { return };
     teacher_parity(&device, 1e-3);
+}
+
+/// The f16 engine scores real pairs close to f32 on an adapter with f16 arithmetic (lavapipe
+/// has it), is refused by one without, and is refused on the CPU.
+#[test]
+fn f16_engine_on_wgpu_stays_close_to_f32() {
+    let refused = Reranker::load(&teacher_dir(), &cpu(), Precision::F16).unwrap_err();
+    assert!(refused.to_string().contains("GPU only"), "{refused}");
+    let Some(selected) = gpu() else { return };
+    let (query, passages) = dl19_candidates(1).remove(0);
+    let passages: Vec<&str> = passages.iter().take(24).map(String::as_str).collect();
+    let scores = |precision| -> Option<Vec<f32>> {
+        match Reranker::load(&teacher_dir(), &selected, precision) {
+            Ok(mut reranker) => {
+                reranker.set_max_len(128).unwrap();
+                Some(reranker.score(&query, &passages).unwrap())
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("shader-f16"), "{e}");
+                None
+            }
+        }
+    };
+    let Some(half) = scores(Precision::F16) else {
+        return;
+    };
+    let full = scores(Precision::F32).unwrap();
+    let diff = max_abs_diff(&half, &full);
+    eprintln!("teacher on wgpu, 24 DL19 pairs: max |f16 - f32| = {diff:e}");
+    assert!(diff <= 0.05, "{diff}");
+    let order = |s: &[f32]| {
+        let mut order: Vec<usize> = (0..s.len()).collect();
+        order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        order
+    };
+    assert_eq!(order(&half)[..3], order(&full)[..3], "{half:?} vs {full:?}");
 }
 
 #[test]
@@ -243,7 +293,7 @@ fn tiny_two_logit_f16_vocab_txt_checkpoint_matches_transformers() {
     }
     let alone = logits_one_by_one(&checkpoint.model, &tokenizer, cut, &pairs, &device);
     assert_close(&alone, &golden.tiny.logits, 1e-4, "tiny logits");
-    let padded = logits_padded(&checkpoint.model, &tokenizer, cut, &pairs[..8], &device);
+    let padded = logits_padded(&checkpoint.model, &tokenizer, cut, &pairs[..8], 1, &device);
     assert_close(
         &padded,
         &golden.tiny.padded_batch_logits,

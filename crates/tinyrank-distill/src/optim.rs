@@ -48,13 +48,14 @@ impl AdamW {
         self.moments.clear();
     }
 
-    /// Applies one update to every parameter of `module` that has an accumulated gradient.
+    /// Applies one update to every parameter of `module` that has an accumulated gradient;
+    /// `scale` (one element, on the device) multiplies the summed gradients.
     pub fn step<M: Module>(
         &mut self,
         module: M,
         grads: &AccumulatedGrads,
         lr: f64,
-        scale: f64,
+        scale: Tensor<1>,
     ) -> M {
         self.updates += 1;
         let mut update = Update {
@@ -146,18 +147,27 @@ impl AccumulatedGrads {
         self.micro_batches += 1;
     }
 
-    /// The L2 norm of the mean gradient over all parameters.
-    pub fn global_norm(&self) -> f64 {
-        let Some(squares) = self
+    /// The L2 norm of the mean gradient over all parameters, left on the device (one element;
+    /// None without gradients).
+    pub fn global_norm(&self) -> Option<Tensor<1>> {
+        let squares = self
             .sums
             .values()
             .map(|g| g.clone().square().sum())
-            .reduce(|a, b| a + b)
-        else {
-            return 0.0;
-        };
-        let sum: f32 = squares.into_scalar();
-        (sum as f64).sqrt() / self.micro_batches.max(1) as f64
+            .reduce(|a, b| a + b)?;
+        Some(squares.sqrt() / self.micro_batches.max(1) as f64)
+    }
+
+    /// What multiplies the summed gradients: 1 / micro-batches, times `max_norm / norm` when the
+    /// norm is above `max_norm` (> 0), as torch's `clip_grad_norm_`; computed on the device so
+    /// that the step needs no read.
+    pub fn scale(&self, norm: &Tensor<1>, max_norm: f64) -> Tensor<1> {
+        let mean = 1.0 / self.micro_batches.max(1) as f64;
+        if max_norm > 0.0 {
+            norm.clone().clamp_min(max_norm).recip() * (max_norm * mean)
+        } else {
+            norm.ones_like() * mean
+        }
     }
 
     pub fn clear(&mut self) {
@@ -202,7 +212,7 @@ struct Update<'a> {
     grads: &'a AccumulatedGrads,
     lr: f64,
     /// Multiplies the summed gradient: 1 / micro-batches, times the clipping factor.
-    scale: f64,
+    scale: Tensor<1>,
 }
 
 impl ModuleMapper for Update<'_> {
@@ -219,7 +229,7 @@ impl ModuleMapper for Update<'_> {
         let Some(grad) = self.grads.sums.get(&path) else {
             return param;
         };
-        let grad = grad.clone() * self.scale;
+        let grad = grad.clone() * self.scale.clone();
         let opt = &mut *self.optimizer;
         let (b1, b2) = (opt.beta1, opt.beta2);
         let moments = opt.moments.entry(path).or_insert_with(|| Moments {
@@ -276,6 +286,25 @@ mod tests {
     }
 
     #[test]
+    fn gradients_are_averaged_and_clipped_on_the_device() {
+        let device = Device::flex();
+        let acc = AccumulatedGrads {
+            sums: BTreeMap::from([(
+                "w".to_string(),
+                Tensor::<1>::from_floats([6.0, 8.0], &device),
+            )]),
+            micro_batches: 2,
+        };
+        let norm = acc.global_norm().unwrap();
+        let read = |t: Tensor<1>| t.into_scalar::<f32>();
+        assert!((read(norm.clone()) - 5.0).abs() < 1e-6);
+        // Above the limit: (1 / 2) x (1 / 5); below it, only the mean; no limit: the mean.
+        assert!((read(acc.scale(&norm, 1.0)) - 0.1).abs() < 1e-7);
+        assert!((read(acc.scale(&norm, 10.0)) - 0.5).abs() < 1e-7);
+        assert!((read(acc.scale(&norm, 0.0)) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
     fn adamw_matches_the_closed_form_first_step() {
         // After one step Adam moves each weight by lr * sign(g) (up to epsilon), and decoupled
         // decay scales it by (1 - lr * wd) first; biases are not decayed.
@@ -295,7 +324,8 @@ mod tests {
             0.1,
             linear.bias.as_ref().unwrap().val().into_scalar::<f32>(),
         );
-        let linear = opt.step(linear, &acc, lr, 1.0);
+        let norm = acc.global_norm().unwrap();
+        let linear = opt.step(linear, &acc, lr, acc.scale(&norm, 0.0));
         let w: Vec<f32> = linear.weight.val().into_data().try_into_vec().unwrap();
         assert!((w[0] - (1.0 * 0.95 - 0.1)).abs() < 1e-6, "{w:?}");
         assert!((w[1] - (-2.0 * 0.95 - 0.1)).abs() < 1e-6, "{w:?}");

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Run the encoder's projections in 8-bit integers (CPU only).
     #[arg(long)]
     pub int8: bool,
+    /// Run the burn model in f16 (GPU adapters with `shader-f16` only).
+    #[arg(long, conflicts_with = "int8")]
+    pub f16: bool,
     /// Address to listen on (0.0.0.0 for every interface).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -145,11 +148,7 @@ pub async fn serve(
     let config = ScorerConfig {
         model: args.model.clone(),
         device: args.device,
-        precision: if args.int8 {
-            Precision::Int8
-        } else {
-            Precision::F32
-        },
+        precision: Precision::from_flags(args.int8, args.f16),
         max_len: args.max_len,
         max_batch_tokens: args.max_batch_tokens,
         batching: !args.no_batching,
@@ -168,7 +167,7 @@ pub async fn serve(
         model_id: args.model_id().into(),
         settings: serde_json::json!({
             "max_len": args.max_len,
-            "precision": if args.int8 { "int8" } else { "f32" },
+            "precision": Precision::from_flags(args.int8, args.f16).name(),
             "batching": !args.no_batching,
             "max_batch_tokens": args.max_batch_tokens,
             "max_concurrent_requests": args.max_concurrent_requests,

@@ -47,6 +47,7 @@ impl Dense {
                 self.packed = Some(packed::PackedWeight::new(&self.weight, k, n));
             }
             Precision::F32 => return self,
+            Precision::F16 => unreachable!("Engine::build refuses a fused f16 engine"),
         }
         // Only the laid-out copy is read from now on.
         self.weight = Vec::new();

@@ -151,6 +151,14 @@ fn is_false(value: &bool) -> bool {
     !value
 }
 
+fn one() -> usize {
+    1
+}
+
+fn is_one(value: &usize) -> bool {
+    *value == 1
+}
+
 /// Every default of [`TrainConfig`], in one place (the CLI's flags read them from here).
 pub const DEFAULTS: TrainConfig = TrainConfig {
     method: Method::Simplified,
@@ -166,6 +174,7 @@ pub const DEFAULTS: TrainConfig = TrainConfig {
     // Half of rerank's 256: training costs grow with length, and DL's BM25 passages average
     // about 90 tokens a pair.
     max_len: 128,
+    pad_to: 1,
     steps: 1,
     seed: 42,
     tinybert_split: 0.5,
@@ -212,6 +221,13 @@ pub struct TrainConfig {
     /// 256, since training costs grow with length and DL's BM25 pairs average about 90 tokens.
     #[arg(long, default_value_t = DEFAULTS.max_len)]
     pub max_len: usize,
+    /// Pad each batch to a multiple of this many tokens (at most --max-len); 1 pads it to its
+    /// longest pair. A GPU build with burn's fusion compiles kernels per shape, and a few
+    /// lengths let them be reused. Padding counts in the intermediate terms' means, as in
+    /// TinyBERT, so this changes the loss a little.
+    #[arg(long, default_value_t = DEFAULTS.pad_to)]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub pad_to: usize,
     /// Optimiser steps; set from --steps or --epochs.
     #[arg(skip = DEFAULTS.steps)]
     pub steps: usize,
@@ -260,6 +276,7 @@ impl TrainConfig {
             ("accumulation", self.accumulation),
             ("steps", self.steps),
             ("max length", self.max_len),
+            ("pad-to", self.pad_to),
             ("group size", self.group_size),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {

@@ -4,6 +4,8 @@
 //! - `objective.rs`: each method's loss terms.
 //! - `run.rs`: [`train`], the loop: set-up, steps, evaluation, checkpoints, export.
 //! - `batches.rs`: the data order, a pure function of (seed, step).
+//! - `pending.rs`: each step's values, kept on the device and read in one go.
+//! - `profile.rs`: `--profile`, where a step's time goes.
 //! - `checkpoint.rs`, `log.rs`: what a run writes.
 //!
 //! Every `checkpoint_every` optimiser steps (and on a stop request) the student, its `fit_dense`,
@@ -16,6 +18,8 @@ mod checkpoint;
 mod config;
 mod log;
 mod objective;
+mod pending;
+mod profile;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +68,8 @@ pub struct TrainSetup {
     /// Evaluated (nDCG@10) every `eval_every` steps; the best student is kept.
     pub dev: Option<EvalSet>,
     pub eval_every: usize,
+    /// Synchronise the device after each phase of a step and report where the time goes.
+    pub profile: bool,
 }
 
 /// What the trainer reports while it runs.
@@ -84,6 +90,8 @@ pub enum Event<'a> {
         ndcg10: f64,
         best: bool,
     },
+    /// At the end of a `profile` run: the phases' times (its Display is a Markdown table).
+    Profile(&'a dyn std::fmt::Display),
 }
 
 #[derive(Debug)]

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -18,6 +17,8 @@ use super::checkpoint::{CHECKPOINT_DIR, CheckpointWriter, load_optimizer, read_s
 use super::config::{Method, TrainConfig};
 use super::log::{LOG_FILE, PLOT_FILE, StepLog, append_log, read_log, rewrite_log, write_plot};
 use super::objective::{Outputs, Term, total, weigh};
+use super::pending::{PendingSteps, StepSums};
+use super::profile::Profile;
 use super::{
     BEST_DIR, Event, Outcome, STUDENT_DIR, Student, TrainError, TrainSetup, check_pair,
     new_fit_dense,
@@ -41,24 +42,18 @@ pub fn train(
         resumed_from: run.resumed_from.as_deref(),
     });
     for step in run.start_step..run.config.steps {
-        let (trained, mut log) = run.step(student, step)?;
-        student = trained;
+        student = run.step(student, step)?;
         let done = step + 1;
-        if run.evaluation_due(done) {
-            let (ndcg10, best) = run.evaluate(&student, done)?;
-            log.dev_ndcg10 = Some(ndcg10);
-            observe(Event::Dev {
-                step: done,
-                ndcg10,
-                best,
-            });
+        let evaluate = run.evaluation_due(done);
+        let scheduled = done.is_multiple_of(run.checkpoint_every) || done == run.config.steps;
+        if evaluate || scheduled || run.pending.due() {
+            run.read_pending(&student, evaluate, &mut observe)?;
         }
-        run.record(log)?;
-        if let Some(log) = run.logs.last() {
-            observe(Event::Step(log));
-        }
+        // Read after the events, so that a stop asked for on seeing a step stops right there.
         let stopping = stop.load(Ordering::SeqCst);
-        if stopping || done.is_multiple_of(run.checkpoint_every) || done == run.config.steps {
+        if stopping || scheduled {
+            // A checkpoint is written only after its steps' values were read and found finite.
+            run.read_pending(&student, false, &mut observe)?;
             run.save(&student, done)?;
             let dir = &run.writer.dir;
             observe(Event::Saved { step: done, dir });
@@ -70,6 +65,9 @@ pub fn train(
                 checkpoint,
             });
         }
+    }
+    if let Some(profile) = &run.profile {
+        observe(Event::Profile(profile));
     }
     run.export(&student)
 }
@@ -97,10 +95,11 @@ struct Run {
     logs: Vec<StepLog>,
     best_dev: Option<(usize, f64)>,
     last_saved: Option<(usize, PathBuf)>,
-    started: Instant,
-    trained_pairs: usize,
     /// `--balance-terms`: each term's divisor, fixed at its first step (saved in checkpoints).
     term_scales: BTreeMap<String, f64>,
+    /// Steps whose values are still on the device.
+    pending: PendingSteps,
+    profile: Option<Profile>,
 }
 
 impl Run {
@@ -119,6 +118,7 @@ impl Run {
             checkpoint_every,
             dev,
             eval_every,
+            profile,
         } = setup;
         let layer_map = check_setup(&config, teacher.as_ref(), &student, &examples)?;
         let cut = Cut::new(config.max_len)?;
@@ -180,9 +180,9 @@ impl Run {
             logs: Vec::new(),
             best_dev: None,
             last_saved: None,
-            started: Instant::now(),
-            trained_pairs: 0,
             term_scales: BTreeMap::new(),
+            pending: PendingSteps::new(),
+            profile: profile.then(|| Profile::new(autodiff.clone())),
         };
         let student = run.resume(Student { model, fit_dense }, &autodiff)?;
         std::fs::create_dir_all(&run.out_dir)
@@ -218,45 +218,75 @@ impl Run {
         })
     }
 
-    /// One optimiser step over `accumulation` micro-batches; returns the updated student.
-    fn step(&mut self, student: Student, step: usize) -> Result<(Student, StepLog), TrainError> {
+    /// One optimiser step over `accumulation` micro-batches; returns the updated student. The
+    /// step's values stay on the device, queued in `pending` (nothing here waits for the device).
+    fn step(&mut self, student: Student, step: usize) -> Result<Student, TrainError> {
         let config = self.config.clone();
         if config.method == Method::Tinybert && step == config.split_step() && step > 0 {
             self.optimizer.reset();
         }
         let lr = config.learning_rate_at(step);
         self.grads.clear();
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        if let Some(profile) = &mut self.profile {
+            profile.start_step(step > self.start_step);
+        }
+        let mut sums = StepSums::default();
         for micro in 0..config.accumulation {
             let picked = self.picked(step, micro);
             let mut terms = self.terms(&student, &picked, step);
             weigh(&mut terms, &config, &mut self.term_scales);
+            self.mark("loss terms");
             let Some(total) = total(&terms) else {
                 return Err(TrainError::Setup(format!(
                     "{} has no loss terms",
                     config.method
                 )));
             };
-            let values = read_terms(&total, &terms);
-            let loss = values.first().copied().unwrap_or(f64::NAN);
-            self.check_finite(step, loss)?;
-            for (term, v) in terms.iter().zip(&values[1..]) {
-                *sums.entry(term.name.to_string()).or_default() += v;
-            }
-            *sums.entry("loss".into()).or_default() += loss;
-            self.grads.add(&student, &total.backward());
-            self.trained_pairs += picked.len();
+            sums.add(&total, &terms);
+            let grads = total.backward();
+            self.mark("backward");
+            self.grads.add(&student, &grads);
+            self.mark("gradient sums");
+            self.pending.trained(picked.len());
         }
-        let norm = self.grads.global_norm();
-        self.check_finite(step, norm)?;
-        let clip = if config.max_grad_norm > 0.0 && norm > config.max_grad_norm {
-            config.max_grad_norm / norm
-        } else {
-            1.0
-        };
-        let scale = clip / config.accumulation as f64;
+        // No gradient at all (every term constant in this step): a norm of 0 and no update.
+        let norm =
+            (self.grads.global_norm()).unwrap_or_else(|| Tensor::zeros([1], &self.device.device));
+        let scale = self.grads.scale(&norm, config.max_grad_norm);
         let student = self.optimizer.step(student, &self.grads, lr, scale);
-        Ok((student, self.step_log(step + 1, lr, sums, norm)))
+        self.mark("clipping and AdamW");
+        self.pending.push(self.step_log(step + 1, lr), sums, norm);
+        Ok(student)
+    }
+
+    /// Reads the queued steps' values, evaluates when due, and logs them in order.
+    fn read_pending(
+        &mut self,
+        student: &Student,
+        evaluate: bool,
+        observe: &mut impl FnMut(Event<'_>),
+    ) -> Result<(), TrainError> {
+        let mut logs = self.pending.read().map_err(|e| TrainError::NonFinite {
+            step: e.step,
+            value: e.value,
+            last_good: self.last_saved.clone(),
+        })?;
+        if let (true, Some(last)) = (evaluate, logs.last_mut()) {
+            let (ndcg10, best) = self.evaluate(student, last.step)?;
+            last.dev_ndcg10 = Some(ndcg10);
+            observe(Event::Dev {
+                step: last.step,
+                ndcg10,
+                best,
+            });
+        }
+        for log in logs {
+            self.record(log)?;
+            if let Some(log) = self.logs.last() {
+                observe(Event::Step(log));
+            }
+        }
+        Ok(())
     }
 
     /// The examples of micro-batch `micro` of `step`, in the run's data order.
@@ -269,24 +299,33 @@ impl Run {
     }
 
     /// The forward passes of one micro-batch and its method's loss terms.
-    fn terms(&self, student: &Student, picked: &[usize], step: usize) -> Vec<Term> {
+    fn terms(&mut self, student: &Student, picked: &[usize], step: usize) -> Vec<Term> {
         let intermediate = self.config.intermediate_at(step);
         let trace = if intermediate {
             Trace::ALL
         } else {
             Trace::default()
         };
-        let device = &self.device.device;
         let rows = picked.iter().map(|&i| &self.encoded[i]);
-        let batch = Batch::from_encoded(rows, self.tokenizer.pad_id(), device);
+        let (multiple, cap, pad_id) = (
+            self.config.pad_to,
+            self.config.max_len,
+            self.tokenizer.pad_id(),
+        );
+        let batch = Batch::padded_to(rows, pad_id, multiple, cap, &self.device.device);
+        self.mark("batch");
         let teacher = self
             .teacher
             .as_ref()
             .map(|t| t.model.forward(&batch, trace));
+        self.mark("teacher forward");
+        let student_output = student.model.forward(&batch, trace);
+        self.mark("student forward");
+        let device = &self.device.device;
         let outputs = Outputs {
             config: &self.config,
             batch: &batch,
-            student: student.model.forward(&batch, trace),
+            student: student_output,
             teacher,
             fit_dense: student.fit_dense.as_ref(),
             layer_map: self.layer_map.as_ref(),
@@ -298,36 +337,25 @@ impl Run {
         self.config.method.terms(&outputs, intermediate)
     }
 
-    fn check_finite(&self, step: usize, value: f64) -> Result<(), TrainError> {
-        if value.is_finite() {
-            return Ok(());
+    /// Ends a phase of `--profile` (nothing without it).
+    fn mark(&mut self, phase: &'static str) {
+        if let Some(profile) = &mut self.profile {
+            profile.mark(phase);
         }
-        Err(TrainError::NonFinite {
-            step: step + 1,
-            value,
-            last_good: self.last_saved.clone(),
-        })
     }
 
-    fn step_log(
-        &self,
-        done: usize,
-        lr: f64,
-        mut sums: BTreeMap<String, f64>,
-        norm: f64,
-    ) -> StepLog {
-        let micro = self.config.accumulation as f64;
-        let elapsed = self.started.elapsed().as_secs_f64();
+    /// The log of step `done` but for what [`PendingSteps`] fills in when it reads the step.
+    fn step_log(&self, done: usize, lr: f64) -> StepLog {
         let examples = (self.units.len() * self.config.group()) as f64;
         StepLog {
             step: done,
             epoch: (done * self.config.pairs_per_step()) as f64 / examples,
             lr,
-            loss: sums.remove("loss").unwrap_or(0.0) / micro,
-            terms: sums.into_iter().map(|(k, v)| (k, v / micro)).collect(),
-            grad_norm: norm,
-            pairs_per_sec: self.trained_pairs as f64 / elapsed.max(1e-9),
-            elapsed_s: elapsed,
+            loss: 0.0,
+            terms: BTreeMap::new(),
+            grad_norm: 0.0,
+            pairs_per_sec: 0.0,
+            elapsed_s: 0.0,
             dev_ndcg10: None,
         }
     }
@@ -480,20 +508,4 @@ fn no_units_message(config: &TrainConfig) -> String {
         String::new()
     };
     format!("no training examples{why}")
-}
-
-/// The total and each term in one read from the device.
-fn read_terms(total: &Tensor<1>, terms: &[Term]) -> Vec<f64> {
-    let all: Vec<Tensor<1>> = std::iter::once(total.clone())
-        .chain(terms.iter().map(|t| t.value.clone()))
-        .map(|t| t.detach().inner())
-        .collect();
-    Tensor::cat(all, 0)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
-        .into_iter()
-        .map(f64::from)
-        .collect()
 }
