@@ -89,13 +89,11 @@ impl EngineKind {
 
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Burn => "burn",
-            Self::BurnF16 => "burn f16",
-            Self::Fused(Precision::F32) => "fused f32",
-            Self::Fused(Precision::Int8) => "fused int8",
-            Self::Fused(Precision::F16) => "fused f16",
-        })
+        match self {
+            Self::Burn => f.write_str("burn"),
+            Self::BurnF16 => f.write_str("burn f16"),
+            Self::Fused(precision) => write!(f, "fused {}", precision.name()),
+        }
     }
 }
 

@@ -45,14 +45,18 @@ fn js_error(message: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&message.to_string()).into()
 }
 
+/// The precisions the browser offers (the fused CPU engine's; WebGPU scores in f32).
+const BROWSER_PRECISIONS: [Precision; 2] = [Precision::F32, Precision::Int8];
+
 fn parse_precision(name: &str) -> Result<Precision, JsValue> {
-    match name {
-        "f32" => Ok(Precision::F32),
-        "int8" => Ok(Precision::Int8),
-        other => Err(js_error(format!(
-            "unknown precision {other:?}: use \"f32\" or \"int8\""
-        ))),
-    }
+    BROWSER_PRECISIONS
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| {
+            js_error(format!(
+                "unknown precision {name:?}: use \"f32\" or \"int8\""
+            ))
+        })
 }
 
 /// Refuses a precision name other than "f32" and "int8", before anything is fetched.
