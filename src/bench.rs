@@ -221,21 +221,11 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     let exe = std::env::current_exe().context("finding the tinyrank executable")?;
     let mut results = Vec::new();
     let mut json_out = Vec::new();
-    // Each run: a device and the flag that picks its path (a CPU path or a GPU precision).
-    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
     let runs: Vec<(DeviceChoice, [String; 2])> = devices
         .iter()
-        .flat_map(|&device| -> Vec<_> {
-            match device {
-                DeviceChoice::Cpu => (args.cpu_paths.iter())
-                    .filter_map(|p| name(p.to_possible_value()))
-                    .map(|p| (device, ["--cpu-paths".to_string(), p]))
-                    .collect(),
-                _ => (args.gpu_precisions.iter())
-                    .filter_map(|p| name(p.to_possible_value()))
-                    .map(|p| (device, ["--gpu-precisions".to_string(), p]))
-                    .collect(),
-            }
+        .flat_map(|&device| match device {
+            DeviceChoice::Cpu => path_runs(device, "--cpu-paths", &args.cpu_paths),
+            _ => path_runs(device, "--gpu-precisions", &args.gpu_precisions),
         })
         .collect();
     for &(shape, len) in &cases {
@@ -398,6 +388,20 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// One run per value of the flag that picks a device's scoring path (a CPU path or a GPU
+/// precision): the device and the flag as the child process takes it.
+fn path_runs<V: ValueEnum>(
+    device: DeviceChoice,
+    flag: &str,
+    values: &[V],
+) -> Vec<(DeviceChoice, [String; 2])> {
+    values
+        .iter()
+        .filter_map(|v| v.to_possible_value())
+        .map(|v| (device, [flag.to_string(), v.get_name().to_string()]))
+        .collect()
 }
 
 fn measure_here(args: &BenchArgs) -> Result<Measurement> {
