@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use tinyrank_core::{Cut, Encoded, PairTokenizer};
 use tokio::sync::Semaphore;
 
@@ -52,7 +52,6 @@ pub fn router(state: AppState) -> Router {
         .route("/info", get(info))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
 }
@@ -66,40 +65,27 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn cohere_v1(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn cohere_v1(State(state): State<AppState>, body: Body) -> Response {
     rerank(state, Api::Cohere { version: 1 }, body).await
 }
 
-async fn cohere_v2(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn cohere_v2(State(state): State<AppState>, body: Body) -> Response {
     rerank(state, Api::Cohere { version: 2 }, body).await
 }
 
-async fn tei(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn tei(State(state): State<AppState>, body: Body) -> Response {
     rerank(state, Api::Tei, body).await
 }
 
-async fn rerank(state: AppState, api: Api, body: Result<Bytes, BytesRejection>) -> Response {
+async fn rerank(state: AppState, api: Api, body: Body) -> Response {
     match try_rerank(state, api, body).await {
         Ok(body) => axum::Json(body).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn try_rerank(
-    state: AppState,
-    api: Api,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<serde_json::Value, ApiError> {
-    let body = body.map_err(|rejection| {
-        let message = match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => format!(
-                "the body is over the length limit of {} bytes (--max-body-bytes)",
-                state.limits.max_body_bytes
-            ),
-            _ => rejection.body_text(),
-        };
-        ApiError::new(rejection.status(), "Validation", message)
-    })?;
+async fn try_rerank(state: AppState, api: Api, body: Body) -> Result<serde_json::Value, ApiError> {
+    let body = read_body(body, state.limits.max_body_bytes).await?;
     // Held until the response is built; dropped early if the client goes away.
     let _permit = state.permits.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
@@ -133,6 +119,43 @@ async fn try_rerank(
         tokens,
     };
     Ok(api::response(api, &request, &scores, &served))
+}
+
+/// How far past the limit an over-long body is still read before the 413 goes out.
+const DRAIN_FACTOR: usize = 4;
+
+/// The request body, at most `limit` bytes. An over-long one is read on and dropped (up to
+/// `DRAIN_FACTOR` times the limit) before the 413 is sent: closing a connection the client is
+/// still writing to resets it, and the client would see the reset instead of the answer.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Validation",
+                format!("reading the body failed: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        read += data.len();
+        if read <= limit {
+            kept.extend_from_slice(&data);
+        } else if read > limit.saturating_mul(DRAIN_FACTOR) {
+            break;
+        }
+    }
+    if read > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Validation",
+            format!("the body is over the length limit of {limit} bytes (--max-body-bytes)"),
+        ));
+    }
+    Ok(Bytes::from(kept))
 }
 
 /// The query tokenised once, each document once, joined and cut to the max length; with

@@ -222,7 +222,9 @@ fn bad_input_gets_a_4xx_with_a_json_error_and_the_server_keeps_serving() {
             422,
             "over the max length 64",
         ),
-        ("POST", "/rerank", vec![b' '; 300_000], 413, "length limit"),
+        // Well past the limit, so that the server must read it on for the client to get the 413
+        // rather than a connection reset while it is still sending.
+        ("POST", "/rerank", vec![b' '; 700_000], 413, "length limit"),
         ("GET", "/rerank", vec![], 405, "take GET"),
         ("POST", "/health", vec![], 405, "take POST"),
         ("GET", "/v3/rerank", vec![], 404, "no route /v3/rerank"),
