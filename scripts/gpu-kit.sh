@@ -174,9 +174,18 @@ run() {
   stage "inference in f16 (wgpu build)" 90 "$bin/tinyrank" bench --devices "$dev" \
     --gpu-precisions f16 --shapes "$shapes" --lengths "$lengths" --repeats 5 --warmup 2 \
     --cpu-paths burn
-  stage "teacher-sized model on DL19 text (fusion build)" 90 "$bin/tinyrank-fusion" bench \
-    --devices "$dev" --gpu-precisions "$precisions" --model "$teacher" --text "$dl19" \
-    --text-queries "$queries" --lengths 128 --repeats 3 --cpu-paths burn
+  # Issue 14's bar: real text in length buckets at least as fast as synthetic batches of its
+  # mean length (DL19's top 100 at 128 tokens: 90).
+  stage "teacher-sized model, synthetic pairs of DL19's mean length (fusion build)" 60 \
+    "$bin/tinyrank-fusion" bench --devices "$dev" --gpu-precisions "$precisions" \
+    --model "$teacher" --lengths 90 --repeats 5 --cpu-paths burn
+  local pad
+  for pad in 1 16 32; do
+    stage "teacher-sized model on DL19 text, --pad-to $pad (fusion build)" 90 \
+      "$bin/tinyrank-fusion" bench --devices "$dev" --gpu-precisions "$precisions" \
+      --model "$teacher" --text "$dl19" --text-queries "$queries" --lengths 128 --pad-to "$pad" \
+      --repeats 3 --cpu-paths burn
+  done
   stage "teacher-sized model on DL19 text (wgpu build)" 60 "$bin/tinyrank" bench --devices "$dev" \
     --gpu-precisions "$precisions" --model "$teacher" --text "$dl19" \
     --text-queries "$queries" --lengths 128 --repeats 3 --cpu-paths burn

@@ -67,6 +67,10 @@ pub struct BenchArgs {
     text: Option<PathBuf>,
     #[arg(long, default_value_t = 5)]
     text_queries: usize,
+    /// With --text, pad burn's batches to a multiple of this many tokens (`rerank --pad-to`,
+    /// length buckets); 1 pads each to its longest pair.
+    #[arg(long, default_value_t = 1)]
+    pad_to: usize,
     /// Measure this checkpoint (real weights) instead of the --shapes; with --text its
     /// tokenizer is used, otherwise the shared teacher's.
     #[arg(long)]
@@ -207,9 +211,13 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     };
     let input = match &args.text {
         Some(dir) => format!(
-            "real text: the top-100 of the first {} queries of {}, length-sorted batches",
+            "real text: the top-100 of the first {} queries of {}, length-sorted batches{}",
             args.text_queries,
-            dir.display()
+            dir.display(),
+            match args.pad_to {
+                1 => String::new(),
+                n => format!(" padded to multiples of {n} tokens"),
+            }
         ),
         None => "synthetic pairs of exactly the given length".into(),
     };
@@ -239,6 +247,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
             child.args(["--repeats", &args.repeats.to_string()]);
             child.args(["--warmup", &args.warmup.to_string()]);
             child.args(["--text-queries", &args.text_queries.to_string()]);
+            child.args(["--pad-to", &args.pad_to.to_string()]);
             if let Some(shape) = shape {
                 child.args([
                     "--shapes",
@@ -499,6 +508,7 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
             let mut reranker = Reranker::with_engine(model, tokenizer, device.clone(), engine)?;
             reranker.set_max_len(len)?;
             reranker.set_batch_size(args.batch_size)?;
+            reranker.set_pad_to(args.pad_to)?;
             let encoded = real_pairs(&reranker, dir, args.text_queries)?;
             let mean_len =
                 encoded.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / encoded.len() as f64;
@@ -518,7 +528,11 @@ fn measure_here(args: &BenchArgs) -> Result<Measurement> {
             // FLOPs at the mean length: attention's quadratic term makes this a slight
             // underestimate for a spread of lengths.
             let flops = shape.flops_per_pair(mean_len.round() as usize);
-            let label = format!("text<={len} (mean {mean_len:.0})");
+            let buckets = match args.pad_to {
+                1 => String::new(),
+                n => format!(", pad-to {n}"),
+            };
+            let label = format!("text<={len} (mean {mean_len:.0}{buckets})");
             (rates, encoded.len(), label, flops)
         }
     };

@@ -119,6 +119,10 @@ struct RerankArgs {
     truncate_passage_only: bool,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// On a GPU, pad batches to a multiple of this many tokens (length buckets: a GPU build
+    /// with burn's fusion compiles kernels once per shape); 1 pads to the longest pair.
+    #[arg(long, default_value_t = 1)]
+    pad_to: usize,
     /// Run the encoder's projections in 8-bit integers (CPU only): faster, scores within a few
     /// hundredths of f32 (docs/performance.md has the speed and DL19 nDCG@10 of both).
     #[arg(long)]
@@ -290,6 +294,7 @@ fn run_rerank(args: RerankArgs) -> Result<()> {
     let mut reranker = Reranker::load(&args.model, &selected, precision)?;
     reranker.set_max_len(args.max_len)?;
     reranker.set_batch_size(args.batch_size)?;
+    reranker.set_pad_to(args.pad_to)?;
     if args.truncate_passage_only {
         reranker.set_truncation(Truncation::OnlyPassage);
     }

@@ -16,7 +16,7 @@ use burn::tensor::{DType, Device, Tensor};
 use crate::Error;
 use crate::device::BackendKind;
 use crate::fast::FastCrossEncoder;
-use crate::model::{Batch, CrossEncoder, Trace};
+use crate::model::{Batch, CrossEncoder, Padding, Trace};
 use crate::tokenizer::Encoded;
 
 /// The arithmetic of the encoder layers' projections.
@@ -124,18 +124,19 @@ impl Engine {
         }
     }
 
-    /// Ranking scores of `pairs` as one batch, in their order.
+    /// Ranking scores of `pairs` as one batch, in their order; `padding` is burn's (the fused
+    /// engine does not pad).
     pub async fn score(
         &self,
         model: &CrossEncoder,
         device: &Device,
-        pad_id: u32,
+        padding: Padding,
         pairs: &[&Encoded],
     ) -> Result<Vec<f32>, Error> {
         match self {
             Self::Fused(fused) => Ok(fused.score(pairs)),
-            Self::Burn => burn_scores(model, device, pad_id, pairs).await,
-            Self::BurnF16(half) => burn_scores(half, device, pad_id, pairs).await,
+            Self::Burn => burn_scores(model, device, padding, pairs).await,
+            Self::BurnF16(half) => burn_scores(half, device, padding, pairs).await,
         }
     }
 }
@@ -143,10 +144,10 @@ impl Engine {
 async fn burn_scores(
     model: &CrossEncoder,
     device: &Device,
-    pad_id: u32,
+    padding: Padding,
     pairs: &[&Encoded],
 ) -> Result<Vec<f32>, Error> {
-    let batch = Batch::from_encoded(pairs.iter().copied(), pad_id, device);
+    let batch = Batch::padded(pairs.iter().copied(), padding, device);
     let scores = model.forward(&batch, Trace::default()).ranking_scores();
     let data = scores
         .into_data_async()

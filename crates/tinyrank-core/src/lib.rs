@@ -21,7 +21,7 @@ pub use checkpoint::Checkpoint;
 pub use config::BertConfig;
 pub use device::{BackendKind, DeviceChoice, SelectedDevice, select_device};
 pub use engine::{EngineKind, Precision};
-pub use model::{Batch, CrossEncoder, Output, Trace};
+pub use model::{Batch, CrossEncoder, Output, Padding, Trace};
 pub use passages::{
     Aggregation, DocumentEncoder, DocumentPairs, TitleSource, Windows, WordWindows,
 };

@@ -48,6 +48,35 @@ pub struct Batch {
     pub attention_mask: Tensor<2>,
 }
 
+/// How a batch's rows are padded: one rule for training and scoring. To the longest row
+/// rounded up to a multiple of `multiple` tokens (length buckets: a GPU build with burn's fusion
+/// compiles kernels per shape, and a few lengths let them be reused), but not past `cap`, nor
+/// cutting a longer row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Padding {
+    pub pad_id: u32,
+    pub multiple: usize,
+    pub cap: usize,
+}
+
+impl Padding {
+    /// To the longest row exactly.
+    pub fn longest(pad_id: u32) -> Self {
+        Self {
+            pad_id,
+            multiple: 1,
+            cap: usize::MAX,
+        }
+    }
+
+    /// The padded length of a batch whose longest row has `longest` tokens.
+    pub fn len(&self, longest: usize) -> usize {
+        longest
+            .next_multiple_of(self.multiple.max(1))
+            .min(self.cap.max(longest))
+    }
+}
+
 impl Batch {
     /// Builds a batch from tokenised pairs, padding each to the longest with `pad_id`.
     pub fn from_encoded<'a>(
@@ -55,26 +84,19 @@ impl Batch {
         pad_id: u32,
         device: &Device,
     ) -> Self {
-        Self::padded_to(encoded, pad_id, 1, usize::MAX, device)
+        Self::padded(encoded, Padding::longest(pad_id), device)
     }
 
-    /// Like [`Batch::from_encoded`], padded to a multiple of `multiple` tokens but not past
-    /// `cap` (nor cutting a longer row): fewer distinct shapes for backends that compile
-    /// kernels per shape.
-    pub fn padded_to<'a>(
+    /// Builds a batch from tokenised pairs, padded as `padding` says.
+    pub fn padded<'a>(
         encoded: impl IntoIterator<Item = &'a Encoded>,
-        pad_id: u32,
-        multiple: usize,
-        cap: usize,
+        padding: Padding,
         device: &Device,
     ) -> Self {
         let rows: Vec<&Encoded> = encoded.into_iter().collect();
-        let longest = rows.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-        let len = longest
-            .next_multiple_of(multiple.max(1))
-            .min(cap.max(longest));
+        let len = padding.len(rows.iter().map(|e| e.ids.len()).max().unwrap_or(0));
         let n = rows.len();
-        let mut ids = vec![pad_id as i64; n * len];
+        let mut ids = vec![padding.pad_id as i64; n * len];
         let mut types = vec![0i64; n * len];
         let mut mask = vec![0f32; n * len];
         for (row, e) in rows.iter().enumerate() {

@@ -6,7 +6,7 @@ use crate::Error;
 use crate::checkpoint::{Checkpoint, CheckpointFiles};
 use crate::device::SelectedDevice;
 use crate::engine::{Engine, EngineKind, Precision};
-use crate::model::CrossEncoder;
+use crate::model::{CrossEncoder, Padding};
 use crate::tokenizer::{Cut, Encoded, PairTokenizer, Truncation};
 
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -32,6 +32,8 @@ pub struct Reranker {
     batch_size: usize,
     /// How [`Reranker::encode`] cuts pairs; [`Reranker::encode_with`] takes one per call.
     cut: Cut,
+    /// Burn's batches are padded to a multiple of this many tokens (length buckets).
+    pad_to: usize,
     kind: EngineKind,
     engine: Engine,
 }
@@ -72,6 +74,7 @@ impl Reranker {
             device,
             batch_size: DEFAULT_BATCH_SIZE,
             cut: Cut::default(),
+            pad_to: 1,
             kind,
             engine,
         })
@@ -132,6 +135,17 @@ impl Reranker {
     pub fn set_max_len(&mut self, max_len: usize) -> Result<(), Error> {
         self.model.check_max_len(max_len)?;
         self.cut = Cut::new(max_len)?.with_truncation(self.cut.truncation);
+        Ok(())
+    }
+
+    /// Pads burn's batches to a multiple of `multiple` tokens, at most the max length: a few
+    /// batch shapes, which a GPU build with burn's fusion compiles once; 1 pads to the longest
+    /// pair. The fused CPU engine does not pad, and scores do not change.
+    pub fn set_pad_to(&mut self, multiple: usize) -> Result<(), Error> {
+        if multiple == 0 {
+            return Err(Error::Input("pad-to must be at least 1 token".into()));
+        }
+        self.pad_to = multiple;
         Ok(())
     }
 
@@ -201,7 +215,7 @@ impl Reranker {
     }
 
     /// Scores `pairs` as one batch, in their order: one forward pass, unpadded on the fused
-    /// CPU path and padded to the longest pair on burn. Callers that form their own batches
+    /// CPU path and padded to the longest pair (or its length bucket) on burn. Callers that form their own batches
     /// (the HTTP server's token budget) use this; the others go through the length-sorted
     /// [`Reranker::score_encoded`].
     #[cfg(not(target_arch = "wasm32"))]
@@ -214,7 +228,21 @@ impl Reranker {
             return Ok(Vec::new());
         }
         self.engine
-            .score(&self.model, &self.device, self.tokenizer.pad_id(), pairs)
+            .score(&self.model, &self.device, self.burn_padding(), pairs)
             .await
+    }
+
+    /// How the engine pads a batch (what a token budget must count); `None` for the fused
+    /// engine, which does not pad.
+    pub fn padding(&self) -> Option<Padding> {
+        self.kind.pads().then(|| self.burn_padding())
+    }
+
+    fn burn_padding(&self) -> Padding {
+        Padding {
+            pad_id: self.tokenizer.pad_id(),
+            multiple: self.pad_to,
+            cap: self.cut.max_len,
+        }
     }
 }

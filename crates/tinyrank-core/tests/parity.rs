@@ -9,7 +9,8 @@ use common::*;
 use serde::Deserialize;
 use tinyrank_core::burn::tensor::Device;
 use tinyrank_core::{
-    Batch, Checkpoint, CrossEncoder, Cut, EngineKind, PairTokenizer, Precision, Reranker, Trace,
+    Batch, Checkpoint, CrossEncoder, Cut, EngineKind, Padding, PairTokenizer, Precision, Reranker,
+    Trace,
 };
 
 #[derive(Deserialize)]
@@ -98,7 +99,12 @@ fn logits_padded(
         .map(|(q, p)| tokenizer.encode_pair(q, p, cut).unwrap())
         .collect();
     let longest = encoded.iter().map(|e| e.ids.len()).max().unwrap();
-    let batch = Batch::padded_to(&encoded, tokenizer.pad_id(), multiple, 512, device);
+    let padding = Padding {
+        pad_id: tokenizer.pad_id(),
+        multiple,
+        cap: 512,
+    };
+    let batch = Batch::padded(&encoded, padding, device);
     let len = batch.dims()[1];
     assert!(len >= longest && len.is_multiple_of(multiple) && len < longest + multiple);
     let logits = model.forward(&batch, Trace::default()).logits;
@@ -326,6 +332,27 @@ fn scores_do_not_depend_on_batch_composition() {
     assert!(max_abs_diff(&in_threes, &alone) <= 1e-4);
     // And the first pair is the golden teacher logit.
     assert!((alone[0] - golden.teacher.logits[0][0]).abs() <= 1e-4);
+}
+
+#[test]
+fn length_buckets_leave_burn_scores_unchanged() {
+    let device = Device::flex();
+    let checkpoint = Checkpoint::load(&teacher_dir(), &device).unwrap();
+    let (model, tokenizer) = (checkpoint.model, checkpoint.tokenizer);
+    let mut burn = Reranker::with_engine(model, tokenizer, device, EngineKind::Burn).unwrap();
+    burn.set_max_len(128).unwrap();
+    let pairs = dl19_candidates(1);
+    let (query, passages) = &pairs[0];
+    let passages: Vec<&str> = passages.iter().take(40).map(String::as_str).collect();
+    let longest = burn.score(query, &passages).unwrap();
+    // 48 does not divide 128: the last bucket stops at the max length.
+    burn.set_pad_to(48).unwrap();
+    let padding = burn.padding().expect("burn pads");
+    assert_eq!((padding.len(50), padding.len(100)), (96, 128));
+    let bucketed = burn.score(query, &passages).unwrap();
+    let diff = max_abs_diff(&bucketed, &longest);
+    assert!(diff <= 1e-4, "length buckets moved scores by {diff}");
+    assert!(burn.set_pad_to(0).is_err());
 }
 
 /// The first `queries` DL19 queries' BM25 top-100 passages: 100 real pairs per query.

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// longest-first (or refused, per request, with TEI's `truncate: false`).
     #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
     pub max_len: usize,
+    /// On a GPU, pad batches to a multiple of this many tokens (length buckets: a GPU build
+    /// with burn's fusion compiles kernels once per shape); 1 pads to the longest pair.
+    #[arg(long, default_value_t = 1)]
+    pub pad_to: usize,
     /// Tokens per scored batch, pairs of concurrent requests packed together (padded tokens
     /// on the GPU).
     #[arg(long, default_value_t = 8192)]
@@ -109,6 +113,7 @@ impl ServeArgs {
             ("--max-concurrent-requests", self.max_concurrent_requests),
             ("--max-documents", self.max_documents),
             ("--max-body-bytes", self.max_body_bytes),
+            ("--pad-to", self.pad_to),
         ] {
             if value == 0 {
                 bail!("{flag} must be at least 1");
@@ -150,6 +155,7 @@ pub async fn serve(
         device: args.device,
         precision: Precision::from_flags(args.int8, args.f16),
         max_len: args.max_len,
+        pad_to: args.pad_to,
         max_batch_tokens: args.max_batch_tokens,
         batching: !args.no_batching,
     };
@@ -167,6 +173,7 @@ pub async fn serve(
         model_id: args.model_id().into(),
         settings: serde_json::json!({
             "max_len": args.max_len,
+            "pad_to": args.pad_to,
             "precision": Precision::from_flags(args.int8, args.f16).name(),
             "batching": !args.no_batching,
             "max_batch_tokens": args.max_batch_tokens,

@@ -27,6 +27,8 @@ pub struct ScorerConfig {
     pub device: DeviceChoice,
     pub precision: Precision,
     pub max_len: usize,
+    /// Burn's batches are padded to a multiple of this many tokens (`Reranker::set_pad_to`).
+    pub pad_to: usize,
     /// Tokens per batch (padded tokens on burn, whose batches are padded; real ones on the
     /// fused CPU path, which packs pairs end to end).
     pub max_batch_tokens: usize,
@@ -182,6 +184,7 @@ fn load(config: &ScorerConfig) -> Result<(Reranker, ModelInfo), String> {
     let mut reranker =
         Reranker::from_checkpoint(checkpoint, &selected, config.precision).map_err(fail)?;
     reranker.set_max_len(config.max_len).map_err(fail)?;
+    reranker.set_pad_to(config.pad_to).map_err(fail)?;
     let info = ModelInfo {
         config: model_config,
         device: selected.description,
@@ -253,15 +256,14 @@ impl Batches<'_> {
     /// Pairs from the front of the queue, in order, until the next would pass the budget
     /// (always at least one).
     fn take_batch(&self, active: &mut VecDeque<Active>) -> Vec<(usize, usize)> {
-        let padded = self.reranker.engine().pads();
+        let padding = self.reranker.padding();
         let (mut picks, mut tokens, mut longest) = (Vec::new(), 0, 0);
         for (a, request) in active.iter_mut().enumerate() {
             while request.next < request.job.pairs.len() {
                 let len = request.job.pairs[request.next].ids.len();
-                let cost = if padded {
-                    (picks.len() + 1) * longest.max(len)
-                } else {
-                    tokens + len
+                let cost = match padding {
+                    Some(padding) => (picks.len() + 1) * padding.len(longest.max(len)),
+                    None => tokens + len,
                 };
                 if !picks.is_empty() && cost > self.config.max_batch_tokens {
                     return picks;

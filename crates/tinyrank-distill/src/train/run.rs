@@ -8,8 +8,8 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use tinyrank_core::checkpoint::save_checkpoint;
 use tinyrank_core::{
-    Batch, Checkpoint, Cut, Encoded, PairTokenizer, Precision, Reranker, SaveDtype, SelectedDevice,
-    Trace,
+    Batch, Checkpoint, Cut, Encoded, Padding, PairTokenizer, Precision, Reranker, SaveDtype,
+    SelectedDevice, Trace,
 };
 
 use super::batches::{EpochOrders, encode_examples, make_units};
@@ -307,12 +307,12 @@ impl Run {
             Trace::default()
         };
         let rows = picked.iter().map(|&i| &self.encoded[i]);
-        let (multiple, cap, pad_id) = (
-            self.config.pad_to,
-            self.config.max_len,
-            self.tokenizer.pad_id(),
-        );
-        let batch = Batch::padded_to(rows, pad_id, multiple, cap, &self.device.device);
+        let padding = Padding {
+            pad_id: self.tokenizer.pad_id(),
+            multiple: self.config.pad_to,
+            cap: self.config.max_len,
+        };
+        let batch = Batch::padded(rows, padding, &self.device.device);
         self.mark("batch");
         let teacher = self
             .teacher
@@ -375,6 +375,7 @@ impl Run {
         let mut reranker =
             Reranker::new(model, self.tokenizer.clone(), &self.device, Precision::F32)?;
         reranker.set_max_len(self.config.max_len)?;
+        reranker.set_pad_to(self.config.pad_to)?;
         let run = dev
             .rerank(&reranker, |_| {})
             .map_err(|e| TrainError::Setup(e.to_string()))?;
