@@ -146,6 +146,7 @@ run() {
   [ "$cpu" = 1 ] && precisions=f32
   # Each build (and backend) as a training engine: LABEL=BINARY [distill flags].
   local builds=("wgpu=$bin/tinyrank" "fusion-pad32=$bin/tinyrank-fusion --pad-to 32")
+  [ "$cpu" = 0 ] && builds+=("fusion-pad32-f16teacher=$bin/tinyrank-fusion --pad-to 32 --teacher-f16")
   [ -x "$bin/tinyrank-baseline" ] && builds=("baseline=$bin/tinyrank-baseline" "${builds[@]}")
   local train=("$python" scripts/train_compare.py --shared "$shared" --batches "$batches"
                --steps "$steps" --rounds 1 --device "$torch" --tinyrank-device "$dev"

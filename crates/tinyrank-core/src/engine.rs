@@ -10,8 +10,7 @@
 
 use std::fmt;
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device};
 
 use crate::Error;
 use crate::device::BackendKind;
@@ -69,9 +68,7 @@ impl EngineKind {
     /// fused engine runs, f16 only on a GPU.
     pub fn choose(backend: BackendKind, precision: Precision) -> Result<Self, Error> {
         match (backend, precision) {
-            (BackendKind::Cpu, Precision::F16) => Err(Error::Input(
-                "f16 scoring runs on a GPU only (device gpu)".into(),
-            )),
+            (BackendKind::Cpu, Precision::F16) => Err(f16_on_cpu()),
             (BackendKind::Cpu, precision) => Ok(Self::Fused(precision)),
             (_, Precision::F32) => Ok(Self::Burn),
             (_, Precision::F16) => Ok(Self::BurnF16),
@@ -109,12 +106,10 @@ impl Engine {
     pub fn build(kind: EngineKind, model: &CrossEncoder, device: &Device) -> Result<Self, Error> {
         match kind {
             EngineKind::Burn => Ok(Self::Burn),
-            EngineKind::BurnF16 if !device.supports_dtype(DType::F16) => Err(Error::Input(
-                "this GPU adapter has no f16 arithmetic (shader-f16); use f32".into(),
-            )),
-            EngineKind::BurnF16 => Ok(Self::BurnF16(Box::new(
-                model.clone().map(&mut CastFloats(DType::F16)),
-            ))),
+            EngineKind::BurnF16 => {
+                check_f16_adapter(device)?;
+                Ok(Self::BurnF16(Box::new(model.cast(DType::F16))))
+            }
             EngineKind::Fused(Precision::F16) => {
                 Err(Error::Input("the fused CPU engine has no f16 path".into()))
             }
@@ -158,12 +153,25 @@ async fn burn_scores(
         .map_err(|e| Error::Device(format!("unexpected score data: {e:?}")))
 }
 
-/// Casts every float parameter of a module (the f16 copy of the model).
-struct CastFloats(DType);
+/// The rule for f16 arithmetic (scoring's f16 engine, distillation's f16 teacher): a GPU whose
+/// adapter has `shader-f16`.
+pub fn check_f16(backend: BackendKind, device: &Device) -> Result<(), Error> {
+    match backend {
+        BackendKind::Cpu => Err(f16_on_cpu()),
+        _ => check_f16_adapter(device),
+    }
+}
 
-impl ModuleMapper for CastFloats {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = self.0;
-        param.map(|tensor| tensor.cast(dtype))
+fn f16_on_cpu() -> Error {
+    Error::Input("f16 runs on a GPU only (device gpu)".into())
+}
+
+fn check_f16_adapter(device: &Device) -> Result<(), Error> {
+    if device.supports_dtype(DType::F16) {
+        Ok(())
+    } else {
+        Err(Error::Input(
+            "this GPU adapter has no f16 arithmetic (shader-f16); use f32".into(),
+        ))
     }
 }

@@ -5,10 +5,10 @@
 //! what distillation trains, so it can also hand back each layer's pre-softmax attention scores
 //! and every hidden state.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::Error;
 use crate::config::{Activation, BertConfig};
@@ -136,6 +136,21 @@ impl Output {
     /// The ranking score of each pair ([`rules::ranking_score`]).
     pub fn ranking_scores(&self) -> Tensor<1> {
         rules::ranking_scores(self.logits.clone())
+    }
+
+    /// Every tensor in f32 (the output of a model cast to f16, for f32 losses).
+    pub fn into_f32(self) -> Self {
+        let f32 = |t: Tensor<3>| t.cast(DType::F32);
+        Self {
+            logits: self.logits.cast(DType::F32),
+            sequence_output: f32(self.sequence_output),
+            hidden_states: self.hidden_states.into_iter().map(f32).collect(),
+            attention_scores: self
+                .attention_scores
+                .into_iter()
+                .map(|t| t.cast(DType::F32))
+                .collect(),
+        }
     }
 }
 
@@ -307,6 +322,12 @@ impl CrossEncoder {
         self.layers.len()
     }
 
+    /// A copy with every float parameter in `dtype` (the f16 engine, distillation's f16
+    /// teacher); its forward takes the same batches.
+    pub fn cast(&self, dtype: DType) -> Self {
+        self.clone().map(&mut CastFloats(dtype))
+    }
+
     pub fn hidden_size(&self) -> usize {
         self.embeddings.word.weight.dims()[1]
     }
@@ -381,5 +402,15 @@ impl CrossEncoder {
             hidden_states,
             attention_scores,
         }
+    }
+}
+
+/// Casts every float parameter of a module.
+struct CastFloats(DType);
+
+impl ModuleMapper for CastFloats {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|tensor| tensor.cast(dtype))
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
-use tinyrank_core::burn::tensor::Device;
+use tinyrank_core::burn::tensor::{DType, Device};
 use tinyrank_core::{Checkpoint, SelectedDevice};
 use tinyrank_distill::examples::{Example, from_dataset};
 use tinyrank_distill::train::{
@@ -216,6 +216,12 @@ fn pairs_that_cannot_be_distilled_are_refused() {
     let e = train(s, &AtomicBool::new(false), |_| {}).unwrap_err();
     assert!(e.to_string().contains("4 heads"), "{e}");
 
+    // An f16 teacher needs a GPU.
+    let mut c = config(Method::Simplified);
+    c.teacher_f16 = true;
+    let e = train(setup(c, out.path()), &AtomicBool::new(false), |_| {}).unwrap_err();
+    assert!(e.to_string().contains("GPU only"), "{e}");
+
     // Margin-MSE groups must fit in a batch.
     let mut c = config(Method::MarginMse);
     c.group_size = 3;
@@ -225,6 +231,8 @@ fn pairs_that_cannot_be_distilled_are_refused() {
 
 /// The same three steps on wgpu (lavapipe here, a real GPU elsewhere) and on the CPU give the
 /// same weights. A small learning rate bounds what Adam's sign-like first steps can amplify.
+/// With the teacher in f16 (`--teacher-f16`, where the adapter has f16 arithmetic) the first
+/// step's loss terms, which the teacher's outputs set, move a little, and not at all without it.
 #[test]
 fn training_on_wgpu_matches_the_cpu() {
     let Some(gpu) = gpu() else {
@@ -233,27 +241,57 @@ fn training_on_wgpu_matches_the_cpu() {
     let mut config = config(Method::Simplified);
     config.steps = 3;
     config.learning_rate = 1e-5;
-    let weights = |device: SelectedDevice| {
+    let run = |device: SelectedDevice, teacher_f16: bool| {
         let out = tempfile::tempdir().unwrap();
+        let config = TrainConfig {
+            teacher_f16,
+            ..config.clone()
+        };
+        let mut first_terms = None;
         train(
-            setup_on(config.clone(), out.path(), device),
+            setup_on(config, out.path(), device),
             &AtomicBool::new(false),
-            |_| {},
+            |event| {
+                if let Event::Step(log) = event {
+                    first_terms.get_or_insert_with(|| log.terms.clone());
+                }
+            },
         )
         .unwrap();
-        read_f32_safetensors(&out.path().join("checkpoint/model.safetensors"))
+        let weights = read_f32_safetensors(&out.path().join("checkpoint/model.safetensors"))
             .unwrap()
             .into_iter()
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (weights, first_terms.unwrap())
     };
-    let (cpu, gpu) = (weights(cpu()), weights(gpu));
+    let (cpu, cpu_terms) = run(cpu(), false);
+    let (gpu_weights, gpu_terms) = run(gpu.clone(), false);
     let mut worst = 0f32;
-    for ((name, a), (other, b)) in cpu.iter().zip(&gpu) {
+    for ((name, a), (other, b)) in cpu.iter().zip(&gpu_weights) {
         assert_eq!(name, other);
         worst = worst.max(max_abs_diff(a, b));
     }
     eprintln!("trained weights, wgpu vs CPU: max |difference| {worst:.2e}");
     assert!(worst <= 1e-4, "trained weights differ by {worst}");
+    let relative = |terms: &std::collections::BTreeMap<String, f64>| {
+        cpu_terms
+            .iter()
+            .map(|(name, want)| ((terms[name] - want) / want).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        relative(&gpu_terms) <= 1e-5,
+        "{gpu_terms:?} vs {cpu_terms:?}"
+    );
+    if gpu.device.supports_dtype(DType::F16) {
+        let (_, half_terms) = run(gpu, true);
+        let moved = relative(&half_terms);
+        eprintln!("first-step loss terms with an f16 teacher: {moved:.2e} relative to f32");
+        assert!(
+            moved > 0.0 && moved <= 1e-2,
+            "{half_terms:?} vs {cpu_terms:?}"
+        );
+    }
 }
 
 /// Unmounts the test's small filesystem however the test ends.

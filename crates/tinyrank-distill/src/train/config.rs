@@ -175,6 +175,7 @@ pub const DEFAULTS: TrainConfig = TrainConfig {
     // about 90 tokens a pair.
     max_len: 128,
     pad_to: 1,
+    teacher_f16: false,
     steps: 1,
     seed: 42,
     tinybert_split: 0.5,
@@ -228,6 +229,12 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = DEFAULTS.pad_to)]
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub pad_to: usize,
+    /// Run the teacher's forward in f16 (GPU adapters with `shader-f16`), its outputs read
+    /// into the f32 losses; the student trains in f32. A reduced-precision path for the half
+    /// of a step that the teacher's forward takes.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub teacher_f16: bool,
     /// Optimiser steps; set from --steps or --epochs.
     #[arg(skip = DEFAULTS.steps)]
     pub steps: usize,

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use tinyrank_core::checkpoint::save_checkpoint;
 use tinyrank_core::{
     Batch, Checkpoint, Cut, Encoded, Padding, PairTokenizer, Precision, Reranker, SaveDtype,
-    SelectedDevice, Trace,
+    SelectedDevice, Trace, check_f16,
 };
 
 use super::batches::{EpochOrders, encode_examples, make_units};
@@ -121,6 +121,10 @@ impl Run {
             profile,
         } = setup;
         let layer_map = check_setup(&config, teacher.as_ref(), &student, &examples)?;
+        let teacher = match teacher {
+            Some(t) if config.teacher_f16 => Some(teacher_in_f16(t, &device)?),
+            teacher => teacher,
+        };
         let cut = Cut::new(config.max_len)?;
         let encoded = encode_examples(&student.tokenizer, cut, &examples)?;
         let units = make_units(&examples, config.group(), config.seed);
@@ -314,10 +318,14 @@ impl Run {
         };
         let batch = Batch::padded(rows, padding, &self.device.device);
         self.mark("batch");
-        let teacher = self
-            .teacher
-            .as_ref()
-            .map(|t| t.model.forward(&batch, trace));
+        let teacher = self.teacher.as_ref().map(|t| {
+            let output = t.model.forward(&batch, trace);
+            if self.config.teacher_f16 {
+                output.into_f32()
+            } else {
+                output
+            }
+        });
         self.mark("teacher forward");
         let student_output = student.model.forward(&batch, trace);
         self.mark("student forward");
@@ -446,6 +454,17 @@ impl Run {
             best_dev: self.best_dev,
         })
     }
+}
+
+/// `--teacher-f16`: the teacher cast to f16 where the device has f16 arithmetic.
+fn teacher_in_f16(
+    mut teacher: Checkpoint,
+    device: &SelectedDevice,
+) -> Result<Checkpoint, TrainError> {
+    check_f16(device.kind, &device.device)
+        .map_err(|e| TrainError::Setup(format!("--teacher-f16: {e}")))?;
+    teacher.model = teacher.model.cast(DType::F16);
+    Ok(teacher)
 }
 
 /// Refuses a set-up that cannot train; returns the layer map of the intermediate terms.
