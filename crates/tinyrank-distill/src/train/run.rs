@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::Module;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device};
 use tinyrank_core::checkpoint::save_checkpoint;
 use tinyrank_core::{
     Batch, Checkpoint, Cut, Encoded, Padding, PairTokenizer, Precision, Reranker, SaveDtype,
@@ -254,10 +254,10 @@ impl Run {
             self.pending.trained(picked.len());
         }
         // No gradient at all (every term constant in this step): a norm of 0 and no update.
-        let norm =
-            (self.grads.global_norm()).unwrap_or_else(|| Tensor::zeros([1], &self.device.device));
-        let scale = self.grads.scale(&norm, config.max_grad_norm);
-        let student = self.optimizer.step(student, &self.grads, lr, scale);
+        let grads = self.grads.flatten(&self.device.device);
+        let norm = grads.global_norm();
+        let scale = grads.scale(&norm, config.max_grad_norm);
+        let student = self.optimizer.step(student, &grads, lr, scale);
         self.mark("clipping and AdamW");
         self.pending.push(self.step_log(step + 1, lr), sums, norm);
         Ok(student)
