@@ -1,0 +1,335 @@
+//! `tinyrank distill`: builds the teacher, student and examples from flags, runs the trainer
+//! with a progress bar, then compares BM25, the teacher and the student on an evaluation set.
+//!
+//! With no flags it is the main job: the shared teacher, a student of its layers 1, 3 and 5,
+//! Simplified TinyBERT on TREC DL 2020-2022 pools sized for the device (a [`Recipe`]), and a
+//! table on TREC DL 2019.
+
+mod bi_encoder;
+mod data;
+mod progress;
+mod recipe;
+mod report;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use tinyrank_core::{
+    Checkpoint, DEFAULT_MAX_LEN, Precision, Reranker, SelectedDevice, TitleSource, select_device,
+};
+use tinyrank_distill::augment::SpanWords;
+use tinyrank_distill::rerank::EvalSet;
+use tinyrank_distill::student::{StudentSpec, build_student};
+use tinyrank_distill::train::{RunIdentity, TrainConfig, TrainSetup};
+
+use self::bi_encoder::BiEncoderData;
+use self::data::TrainingData;
+pub use self::data::{DocPassages, default_eval_dir, default_train_dirs};
+use self::recipe::Recipe;
+use self::report::Baselines;
+use crate::DeviceArgs;
+
+#[derive(Args)]
+pub struct DistillArgs {
+    /// Root of the shared assets (models/, data/) that the defaults point into;
+    /// default $TINYRANK_SHARED, else ../shared.
+    #[arg(long)]
+    assets: Option<PathBuf>,
+    /// Teacher cross-encoder directory [default: <assets>/models/teacher-minilm-l6].
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// A checkpoint directory, teacher-layers:1,3,5 or random:layers=3,hidden=384,heads=12,ffn=1536.
+    #[arg(long, default_value = "teacher-layers:1,3,5")]
+    student: String,
+    /// Training dataset directories (queries.tsv, collection.tsv, bm25.run, optional qrels.txt)
+    /// [default: <assets>/data/trec-dl-2020, -2021, -2022].
+    #[arg(long, value_delimiter = ',')]
+    train: Vec<PathBuf>,
+    /// Document dataset directories to train on as well: each of a query's top --train-top-k
+    /// documents is cut into --doc-window-word passages every --doc-stride words, and each
+    /// passage carries its document's label.
+    #[arg(long, value_delimiter = ',')]
+    train_docs: Vec<PathBuf>,
+    #[arg(long, default_value_t = 150)]
+    doc_window: usize,
+    #[arg(long, default_value_t = 75)]
+    doc_stride: usize,
+    /// none, or first-sentence: the title (text up to the first " . ") before every passage.
+    #[arg(long, default_value = "none")]
+    doc_title: TitleSource,
+    /// Which passages of a relevant document become positive examples: all, or teacher-best
+    /// (only the passage the teacher scores highest, since a relevant document's other passages
+    /// need not be relevant). Passages of other documents are all kept.
+    #[arg(long, default_value = "all")]
+    doc_passages: DocPassages,
+    /// MS MARCO triples files (query, positive, negative) to train on as well.
+    #[arg(long, value_delimiter = ',')]
+    triples: Vec<PathBuf>,
+    /// Candidates per training query taken from the top of its run [default: the recipe's:
+    /// 16 on a CPU, 100 on a hardware GPU].
+    #[arg(long)]
+    train_top_k: Option<usize>,
+    /// Peak learning rate [default: the recipe's: 5e-4 on a CPU, 1e-4 on a hardware GPU].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Pseudo-queries to add (`tinyrank augment`'s, made in memory): spans of passages of the
+    /// --train collections, each with its --train-top-k BM25 candidates over them, the source
+    /// labelled relevant; the --eval set's passages and queries are kept out [default: the
+    /// recipe's with the default training sets (64 on a CPU, none on a hardware GPU), else none].
+    #[arg(long)]
+    augment: Option<u64>,
+    /// Words per pseudo-query of --augment, MIN-MAX.
+    #[arg(long, default_value_t = SpanWords::DEFAULT)]
+    augment_span: SpanWords,
+    /// Lowest qrels grade labelled relevant.
+    #[arg(long, default_value_t = 2)]
+    min_rel: i32,
+    /// A bi-encoder (a sentence-transformers BERT, mean pooled) that mines --mine-top-k and
+    /// scores every training pair: its similarity x --bi-encoder-scale is the target of
+    /// fine-tune's prior term [default with fine-tune or --mine-top-k:
+    /// <assets>/models/all-MiniLM-L6-v2].
+    #[arg(long)]
+    bi_encoder: Option<PathBuf>,
+    /// Hard negatives per training query: the bi-encoder's top N over the --train collections
+    /// (the --eval set's passages kept out), graded by the query's qrels, beside its
+    /// --train-top-k BM25 candidates.
+    #[arg(long, default_value_t = 0)]
+    mine_top_k: usize,
+    /// The bi-encoder's cosine similarity times this is a pair's prior score (20: the
+    /// temperature 0.05 such bi-encoders are trained at).
+    #[arg(long, default_value_t = 20.0)]
+    bi_encoder_scale: f32,
+    /// Evaluation dataset directory (with qrels.txt) [default: <assets>/data/trec-dl-2019].
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Candidates per evaluation query reranked (the rest keep their BM25 order below them).
+    #[arg(long, default_value_t = 20)]
+    eval_top_k: usize,
+    /// Skip the final evaluation.
+    #[arg(long)]
+    no_eval: bool,
+    /// Evaluate only the student (for when the teacher's figures are known).
+    #[arg(long)]
+    no_teacher_eval: bool,
+    /// A dataset directory evaluated every --eval-every steps; the best student is kept.
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    dev_top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    eval_every: usize,
+    /// Output directory: checkpoint/, student/, log.jsonl, loss.svg, results.md.
+    #[arg(long, default_value = "runs/distill")]
+    out: PathBuf,
+    /// Continue from this training checkpoint (default: <out>/checkpoint when it holds the same
+    /// run).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Optimiser steps (overrides --epochs).
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long, default_value_t = 1.0)]
+    epochs: f64,
+    #[command(flatten)]
+    config: TrainConfig,
+    #[arg(long, default_value_t = 50)]
+    checkpoint_every: usize,
+    /// Synchronise the device after each phase of every step and print where a step's time
+    /// goes (teacher and student forward, loss terms, backward, optimiser); slows training.
+    #[arg(long)]
+    profile: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn assets_root(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("TINYRANK_SHARED").map(PathBuf::from))
+        .unwrap_or_else(|| Path::new("..").join("shared"))
+}
+
+/// Where the run's inputs are, from the flags and the shared assets' layout.
+struct Paths {
+    assets: PathBuf,
+    teacher: PathBuf,
+    train: Vec<PathBuf>,
+    eval: PathBuf,
+    /// No training data was named, so the defaults (and the recipe's augmentation) apply.
+    default_data: bool,
+}
+
+impl Paths {
+    /// Resolves the defaults and fails early, with a hint, when an input is missing.
+    fn resolve(args: &DistillArgs) -> Result<Self> {
+        let assets = assets_root(args.assets.clone());
+        let teacher = args
+            .teacher
+            .clone()
+            .unwrap_or_else(|| assets.join("models/teacher-minilm-l6"));
+        let default_data =
+            args.train.is_empty() && args.triples.is_empty() && args.train_docs.is_empty();
+        let train = if default_data {
+            default_train_dirs(&assets)
+        } else {
+            args.train.clone()
+        };
+        let eval = args
+            .eval
+            .clone()
+            .unwrap_or_else(|| default_eval_dir(&assets));
+        let hint = "point --assets or TINYRANK_SHARED at the folder that holds models/ and data/ \
+                    (the shared assets), or give --teacher, --train and --eval";
+        if !teacher.join("config.json").is_file() {
+            bail!("the teacher {} is missing: {hint}", teacher.display());
+        }
+        for dir in train.iter().chain((!args.no_eval).then_some(&eval)) {
+            if !dir.join("queries.tsv").is_file() {
+                bail!("the dataset {} is missing: {hint}", dir.display());
+            }
+        }
+        Ok(Self {
+            assets,
+            teacher,
+            train,
+            eval,
+            default_data,
+        })
+    }
+}
+
+/// The training configuration with the recipe's choices where the flags leave them open, and
+/// the candidates per query and pseudo-queries to read.
+fn plan(args: &DistillArgs, paths: &Paths, device: &SelectedDevice) -> (TrainConfig, usize, u64) {
+    let recipe = Recipe::for_device(device);
+    let train_top_k = args.train_top_k.unwrap_or(recipe.train_top_k);
+    let mut config = args.config.clone();
+    config.learning_rate = args.lr.unwrap_or(recipe.learning_rate);
+    let augment = match args.augment {
+        Some(n) => n,
+        None if paths.default_data => recipe.augment,
+        None => 0,
+    };
+    if args.train_top_k.is_none() || args.lr.is_none() || args.augment.is_none() {
+        eprintln!(
+            "recipe: {} (train top {train_top_k}, {augment} augmented queries, lr {:e}; \
+             --train-top-k, --augment and --lr override)",
+            recipe.name, config.learning_rate
+        );
+    }
+    (config, train_top_k, augment)
+}
+
+fn scorer(checkpoint: &Checkpoint, device: &SelectedDevice, max_len: usize) -> Result<Reranker> {
+    let mut reranker = Reranker::new(
+        checkpoint.model.clone(),
+        checkpoint.tokenizer.clone(),
+        device,
+        Precision::F32,
+    )?;
+    reranker.set_max_len(max_len)?;
+    Ok(reranker)
+}
+
+pub fn run_distill(args: DistillArgs) -> Result<()> {
+    let paths = Paths::resolve(&args)?;
+    // The device decides the recipe, and so what data to read; no model loads yet.
+    let selected = select_device(args.device.device)?;
+    eprintln!("device: {}", selected.description);
+    let (mut config, train_top_k, augment) = plan(&args, &paths, &selected);
+
+    // Data first: bad input fails before any model loads.
+    let mut data = TrainingData::read(&args, &paths, train_top_k, augment)?;
+    let evaluation = (!args.no_eval)
+        .then(|| EvalSet::read(&paths.eval, args.eval_top_k))
+        .transpose()?;
+    let dev = args
+        .dev
+        .as_ref()
+        .map(|d| EvalSet::read(d, args.dev_top_k))
+        .transpose()?;
+    let spec: StudentSpec = args.student.parse().map_err(anyhow::Error::msg)?;
+
+    let method = config.method;
+    let device = selected.device.clone();
+    let teacher_best = data.wants_teacher_filter(args.doc_passages);
+    let teacher = (method.needs_teacher() || evaluation.is_some() || teacher_best)
+        .then(|| Checkpoint::load(&paths.teacher, &device))
+        .transpose()?;
+    let filter = match &teacher {
+        Some(t) if teacher_best => Some(scorer(t, &selected, config.max_len)?),
+        _ => None,
+    };
+    data.merge_documents(filter.as_ref())?;
+    let bi = BiEncoderData::load(&args, &paths)?;
+    if let Some(bi) = &bi {
+        bi.apply(&mut data, &args, &paths)?;
+    }
+    config.steps = match args.steps {
+        Some(steps) => steps,
+        None => config.steps_for_epochs(args.epochs, data.examples.len()),
+    };
+    let student = build_student(&spec, &paths.teacher, &device.clone().autodiff())?;
+    eprintln!(
+        "teacher {} ({} layers, {} hidden) -> student {} ({} layers, {} hidden); {} with {} \
+         examples, {} steps of {} pairs, max length {} (--max-len; training costs grow with \
+         length, so half of rerank's {DEFAULT_MAX_LEN})",
+        paths.teacher.display(),
+        teacher.as_ref().map_or(0, |t| t.model.num_layers()),
+        teacher.as_ref().map_or(0, |t| t.model.hidden_size()),
+        args.student,
+        student.model.num_layers(),
+        student.model.hidden_size(),
+        method,
+        data.examples.len(),
+        config.steps,
+        config.pairs_per_step(),
+        config.max_len
+    );
+
+    let eval_teacher = match &teacher {
+        Some(t) if evaluation.is_some() && !args.no_teacher_eval => {
+            Some(scorer(t, &selected, config.max_len)?)
+        }
+        _ => None,
+    };
+    let identity = RunIdentity {
+        config: config.clone(),
+        teacher: paths.teacher.display().to_string(),
+        student: args.student.clone(),
+        data: data.sources,
+        examples: data.examples.len(),
+    };
+    let setup = TrainSetup {
+        config: config.clone(),
+        identity,
+        teacher: teacher.filter(|_| method.needs_teacher()),
+        student,
+        examples: data.examples,
+        device: selected.clone(),
+        out_dir: args.out.clone(),
+        resume: args.resume.clone(),
+        checkpoint_every: args.checkpoint_every,
+        dev,
+        eval_every: args.eval_every,
+        profile: args.profile,
+    };
+    let Some(student_dir) = progress::train_with_progress(setup, &args.out)? else {
+        return Ok(());
+    };
+    let Some(evaluation) = evaluation else {
+        return Ok(());
+    };
+    let baselines = Baselines {
+        bi_encoder: bi.as_ref(),
+        teacher: eval_teacher,
+    };
+    report::compare(
+        &evaluation,
+        baselines,
+        &student_dir,
+        &format!("student ({method})"),
+        &selected,
+        config.max_len,
+        &args.out.join("results.md"),
+    )
+}
