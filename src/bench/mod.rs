@@ -4,22 +4,15 @@
 //! memory is its own and one backend's thread pools or caches do not slow the next. Weights are
 //! random (BERT's initialisation) unless `--model` is given: speed does not depend on them.
 
+mod single;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::str::FromStr;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use tinyrank_core::checkpoint::CheckpointFiles;
-use tinyrank_core::{
-    BackendKind, BertConfig, Checkpoint, DeviceChoice, Encoded, EngineKind, PairTokenizer,
-    Precision, Reranker, select_device,
-};
-use tinyrank_distill::data::{Run, TextTable};
-use tinyrank_distill::rerank::{DatasetPaths, EmptyText, candidates};
-
-use crate::distill::assets_root;
+use tinyrank_core::{BackendKind, BertConfig, DeviceChoice, select_device};
 
 /// BERT-Base's WordPiece vocabulary: the embedding table's size matters for memory, not speed.
 const VOCAB: usize = 30522;
@@ -191,7 +184,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         bail!("--batch-size and --repeats must be at least 1");
     }
     if args.single {
-        let measurement = measure_here(&args)?;
+        let measurement = single::measure_here(&args)?;
         println!("{}", serde_json::to_string(&measurement)?);
         return Ok(());
     }
@@ -204,28 +197,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
             .flat_map(|&s| args.lengths.iter().map(move |&len| (Some(s), len)))
             .collect()
     };
-    let weights = if args.model.is_some() {
-        "real weights (--model)"
-    } else {
-        "random weights (BERT initialisation): speed does not depend on them"
-    };
-    let input = match &args.text {
-        Some(dir) => format!(
-            "real text: the top-100 of the first {} queries of {}, length-sorted batches{}",
-            args.text_queries,
-            dir.display(),
-            match args.pad_to {
-                1 => String::new(),
-                n => format!(" padded to multiples of {n} tokens"),
-            }
-        ),
-        None => "synthetic pairs of exactly the given length".into(),
-    };
-    eprintln!(
-        "tinyrank bench: batch {}, median of {} timed batches after {} warm-up; {weights}; {input}",
-        args.batch_size, args.repeats, args.warmup
-    );
-
+    eprintln!("{}", banner(&args));
     let exe = std::env::current_exe().context("finding the tinyrank executable")?;
     let mut results = Vec::new();
     let mut json_out = Vec::new();
@@ -238,47 +210,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         .collect();
     for &(shape, len) in &cases {
         for (device, path) in &runs {
-            let mut child = Command::new(&exe);
-            child.arg("bench").arg("--single");
-            child.args(["--lengths", &len.to_string()]);
-            child.args(["--devices", &device.to_string()]);
-            child.args(path);
-            child.args(["--batch-size", &args.batch_size.to_string()]);
-            child.args(["--repeats", &args.repeats.to_string()]);
-            child.args(["--warmup", &args.warmup.to_string()]);
-            child.args(["--text-queries", &args.text_queries.to_string()]);
-            child.args(["--pad-to", &args.pad_to.to_string()]);
-            if let Some(shape) = shape {
-                child.args([
-                    "--shapes",
-                    &format!("{}/{}/{}", shape.layers, shape.hidden, shape.heads),
-                ]);
-            }
-            for (flag, path) in [
-                ("--model", &args.model),
-                ("--text", &args.text),
-                ("--assets", &args.assets),
-            ] {
-                if let Some(path) = path {
-                    child.arg(flag).arg(path);
-                }
-            }
-            if let Some(threads) = args.threads {
-                child.env("RAYON_NUM_THREADS", threads.to_string());
-            }
-            let label = shape.map_or("model".to_string(), |s| s.to_string());
-            let output = child
-                .output()
-                .with_context(|| format!("running the {label} @ {len} {device} measurement"))?;
-            if !output.status.success() {
-                bail!(
-                    "the {label} @ {len} {device} measurement failed: {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
-            }
-            let line = String::from_utf8_lossy(&output.stdout);
-            let measurement: Measurement = serde_json::from_str(line.trim())
-                .with_context(|| format!("reading the {label} @ {len} {device} measurement"))?;
+            let measurement = measure_in_child(&args, &exe, shape, len, *device, path)?;
             eprintln!(
                 "  {:>7} @ {:>4}  {:<4} {:>9.1} pairs/s",
                 measurement.model,
@@ -297,6 +229,83 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
     }
     print_table(&results);
     Ok(())
+}
+
+/// The line that says what is measured and how.
+fn banner(args: &BenchArgs) -> String {
+    let weights = if args.model.is_some() {
+        "real weights (--model)"
+    } else {
+        "random weights (BERT initialisation): speed does not depend on them"
+    };
+    let input = match &args.text {
+        Some(dir) => format!(
+            "real text: the top-100 of the first {} queries of {}, length-sorted batches{}",
+            args.text_queries,
+            dir.display(),
+            match args.pad_to {
+                1 => String::new(),
+                n => format!(" padded to multiples of {n} tokens"),
+            }
+        ),
+        None => "synthetic pairs of exactly the given length".into(),
+    };
+    format!(
+        "tinyrank bench: batch {}, median of {} timed batches after {} warm-up; {weights}; {input}",
+        args.batch_size, args.repeats, args.warmup
+    )
+}
+
+/// Runs `tinyrank bench --single` for one case in a child process and reads its measurement.
+fn measure_in_child(
+    args: &BenchArgs,
+    exe: &std::path::Path,
+    shape: Option<Shape>,
+    len: usize,
+    device: DeviceChoice,
+    path: &[String; 2],
+) -> Result<Measurement> {
+    let mut child = Command::new(exe);
+    child.arg("bench").arg("--single");
+    child.args(["--lengths", &len.to_string()]);
+    child.args(["--devices", &device.to_string()]);
+    child.args(path);
+    child.args(["--batch-size", &args.batch_size.to_string()]);
+    child.args(["--repeats", &args.repeats.to_string()]);
+    child.args(["--warmup", &args.warmup.to_string()]);
+    child.args(["--text-queries", &args.text_queries.to_string()]);
+    child.args(["--pad-to", &args.pad_to.to_string()]);
+    if let Some(shape) = shape {
+        child.args([
+            "--shapes",
+            &format!("{}/{}/{}", shape.layers, shape.hidden, shape.heads),
+        ]);
+    }
+    for (flag, path) in [
+        ("--model", &args.model),
+        ("--text", &args.text),
+        ("--assets", &args.assets),
+    ] {
+        if let Some(path) = path {
+            child.arg(flag).arg(path);
+        }
+    }
+    if let Some(threads) = args.threads {
+        child.env("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let label = shape.map_or("model".to_string(), |s| s.to_string());
+    let output = child
+        .output()
+        .with_context(|| format!("running the {label} @ {len} {device} measurement"))?;
+    if !output.status.success() {
+        bail!(
+            "the {label} @ {len} {device} measurement failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(line.trim())
+        .with_context(|| format!("reading the {label} @ {len} {device} measurement"))
 }
 
 /// `auto` becomes the CPU plus a hardware GPU when one is present.
@@ -391,14 +400,6 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`), in MB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 /// One run per value of the flag that picks a device's scoring path (a CPU path or a GPU
 /// precision): the device and the flag as the child process takes it.
 fn path_runs<V: ValueEnum>(
@@ -411,185 +412,6 @@ fn path_runs<V: ValueEnum>(
         .filter_map(|v| v.to_possible_value())
         .map(|v| (device, [flag.to_string(), v.get_name().to_string()]))
         .collect()
-}
-
-fn measure_here(args: &BenchArgs) -> Result<Measurement> {
-    let [len] = args.lengths[..] else {
-        bail!("--single measures one length");
-    };
-    let [device_choice] = args.devices[..] else {
-        bail!("--single measures one device");
-    };
-    let selected = select_device(device_choice)?;
-    let device = &selected.device;
-    let cpu = selected.kind == BackendKind::Cpu;
-    let engine = match (cpu, args.cpu_paths.first(), args.gpu_precisions.first()) {
-        (true, Some(CpuPath::Fast), _) => EngineKind::Fused(Precision::F32),
-        (true, Some(CpuPath::Int8), _) => EngineKind::Fused(Precision::Int8),
-        (false, _, Some(GpuPrecision::F16)) => EngineKind::BurnF16,
-        _ => EngineKind::Burn,
-    };
-    let (device_label, backend) = match engine {
-        EngineKind::Fused(Precision::F32) => {
-            ("cpu".to_string(), "cpu (tinyrank fused path)".to_string())
-        }
-        EngineKind::Fused(Precision::Int8) => (
-            "cpu-int8".to_string(),
-            "cpu (tinyrank fused path, int8 projections)".to_string(),
-        ),
-        EngineKind::Burn if selected.kind == BackendKind::Cpu => {
-            ("cpu-burn".to_string(), selected.description.clone())
-        }
-        EngineKind::Burn => (device_choice.to_string(), selected.description.clone()),
-        EngineKind::BurnF16 => (
-            format!("{device_choice}-f16"),
-            format!("{}, f16", selected.description),
-        ),
-        EngineKind::Fused(Precision::F16) => bail!("the fused CPU engine has no f16 path"),
-    };
-    // --model brings its tokenizer; random shapes borrow the shared teacher's for --text.
-    let (model, shape, tokenizer, weights) = match &args.model {
-        Some(dir) => {
-            let checkpoint = Checkpoint::load(dir, device)?;
-            let c = &checkpoint.config;
-            let shape = Shape {
-                layers: c.num_hidden_layers,
-                hidden: c.hidden_size,
-                heads: c.num_attention_heads,
-                ffn: c.intermediate_size,
-            };
-            (checkpoint.model, shape, Some(checkpoint.tokenizer), "real")
-        }
-        None => {
-            let shape = *args.shapes.first().context("no shape to measure")?;
-            let model = tinyrank_core::weights::random_model(&shape.config(), device);
-            (model, shape, None, "random")
-        }
-    };
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-
-    let (rates, pairs, len_label, flops) = match &args.text {
-        None => {
-            let encoded = synthetic_pairs(args.batch_size, len);
-            // Synthetic ids need no vocabulary beyond BERT's special tokens.
-            let tokenizer =
-                PairTokenizer::from_vocab("[PAD]\n[UNK]\n[CLS]\n[SEP]\n", None, "synthetic")?;
-            let reranker = Reranker::with_engine(model, tokenizer, device.clone(), engine)?;
-            let rows: Vec<&Encoded> = encoded.iter().collect();
-            // Reading the scores waits for the device to finish the batch.
-            let score = || reranker.score_batch(&rows).map(drop);
-            for _ in 0..args.warmup {
-                score()?;
-            }
-            let mut rates = Vec::with_capacity(args.repeats);
-            for _ in 0..args.repeats {
-                let started = Instant::now();
-                score()?;
-                rates.push(args.batch_size as f64 / started.elapsed().as_secs_f64());
-            }
-            (
-                rates,
-                args.batch_size,
-                len.to_string(),
-                shape.flops_per_pair(len),
-            )
-        }
-        Some(dir) => {
-            let tokenizer = match tokenizer {
-                Some(tokenizer) => tokenizer,
-                None => {
-                    let teacher = assets_root(args.assets.clone()).join("models/teacher-minilm-l6");
-                    CheckpointFiles::read(&teacher)?.tokenizer()?
-                }
-            };
-            let mut reranker = Reranker::with_engine(model, tokenizer, device.clone(), engine)?;
-            reranker.set_max_len(len)?;
-            reranker.set_batch_size(args.batch_size)?;
-            reranker.set_pad_to(args.pad_to)?;
-            let encoded = real_pairs(&reranker, dir, args.text_queries)?;
-            let mean_len =
-                encoded.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / encoded.len() as f64;
-            // One warm-up pass over the first batches compiles the kernels of most lengths.
-            let warm: Vec<Encoded> = encoded
-                .iter()
-                .take(args.batch_size * args.warmup)
-                .cloned()
-                .collect();
-            reranker.score_encoded(&warm, |_| {})?;
-            let mut rates = Vec::with_capacity(args.repeats);
-            for _ in 0..args.repeats {
-                let started = Instant::now();
-                reranker.score_encoded(&encoded, |_| {})?;
-                rates.push(encoded.len() as f64 / started.elapsed().as_secs_f64());
-            }
-            // FLOPs at the mean length: attention's quadratic term makes this a slight
-            // underestimate for a spread of lengths.
-            let flops = shape.flops_per_pair(mean_len.round() as usize);
-            let buckets = match args.pad_to {
-                1 => String::new(),
-                n => format!(", pad-to {n}"),
-            };
-            let label = format!("text<={len} (mean {mean_len:.0}{buckets})");
-            (rates, encoded.len(), label, flops)
-        }
-    };
-    let median_rate = median(&rates);
-    Ok(Measurement {
-        model: shape.to_string(),
-        len: len_label,
-        device: device_label,
-        backend,
-        batch_size: args.batch_size,
-        pairs,
-        median_pairs_per_s: median_rate,
-        gflops_per_s: flops * median_rate / 1e9,
-        rates,
-        peak_rss_mb: peak_rss_mb(),
-        weights: weights.into(),
-        threads,
-    })
-}
-
-/// `batch` pairs of exactly `len` tokens: [CLS] query [SEP] passage [SEP] with ids spread over
-/// the vocabulary (fixed, so every run sees the same input).
-fn synthetic_pairs(batch: usize, len: usize) -> Vec<Encoded> {
-    let query_len = (len / 8).max(1);
-    (0..batch)
-        .map(|row| {
-            let ids = (0..len)
-                .map(|j| (1000 + (row * 7919 + j * 104_729) % (VOCAB - 1000)) as u32)
-                .collect();
-            let type_ids = (0..len).map(|j| u32::from(j > query_len)).collect();
-            Encoded { ids, type_ids }
-        })
-        .collect()
-}
-
-/// The first `queries` queries' candidates of a dataset directory, tokenised.
-fn real_pairs(reranker: &Reranker, dir: &std::path::Path, queries: usize) -> Result<Vec<Encoded>> {
-    let paths = DatasetPaths::in_dir(dir);
-    let query_table = TextTable::read(&paths.queries, "query")?;
-    let collection = TextTable::read(&paths.collection, "passage")?;
-    let run = Run::read(&paths.run)?;
-    let todo = candidates(
-        &query_table,
-        &collection,
-        &run,
-        &paths.run,
-        100,
-        EmptyText::Refused,
-    )?;
-    let mut encoded = Vec::new();
-    for candidate in todo.iter().take(queries) {
-        encoded.extend(reranker.encode(candidate.query, &candidate.passages)?);
-    }
-    if encoded.is_empty() {
-        bail!("{}: no candidates to score", dir.display());
-    }
-    Ok(encoded)
 }
 
 #[cfg(test)]
