@@ -207,11 +207,31 @@ impl FastCrossEncoder {
         hidden: &mut Vec<f32>,
         buffers: &mut Buffers,
     ) {
+        self.attention(layer, pairs, starts, rows, hidden, buffers);
+        let tokens = match rows {
+            QueryRows::All => hidden.len() / self.hidden,
+            QueryRows::Cls => {
+                keep_cls_rows(starts, self.hidden, layer, hidden, buffers);
+                pairs.len()
+            }
+        };
+        self.feed_forward(layer, tokens, hidden, buffers);
+    }
+
+    /// Self-attention of every (pair, head) into `buffers.context`: the `rows` of each pair.
+    fn attention(
+        &self,
+        layer: &Layer,
+        pairs: &[&Encoded],
+        starts: &[usize],
+        rows: QueryRows,
+        hidden: &[f32],
+        buffers: &mut Buffers,
+    ) {
         let h = self.hidden;
         let tokens = hidden.len() / h;
         let heads = self.heads;
         let head_dim = h / heads;
-        let eps = self.eps;
 
         let quantized = &mut buffers.quantized;
         project(hidden, tokens, &layer.qkv, &mut buffers.qkv, quantized);
@@ -272,24 +292,18 @@ impl FastCrossEncoder {
                 }
             },
         );
+    }
 
-        let tokens = match rows {
-            QueryRows::All => tokens,
-            QueryRows::Cls => {
-                // Only the [CLS] rows go on: the residual keeps those, in pair order.
-                for (pair, &start) in starts.iter().enumerate() {
-                    hidden.copy_within(start * h..(start + 1) * h, pair * h);
-                }
-                hidden.truncate(pairs.len() * h);
-                for buffer in [&mut buffers.context, &mut buffers.attended] {
-                    buffer.truncate(pairs.len() * h);
-                }
-                buffers
-                    .inner
-                    .truncate(pairs.len() * layer.intermediate.d_out);
-                pairs.len()
-            }
-        };
+    /// Attention output with its residual and norm, then the feed-forward block with its
+    /// residual and norm, over `tokens` rows; the result replaces `hidden`.
+    fn feed_forward(
+        &self,
+        layer: &Layer,
+        tokens: usize,
+        hidden: &mut [f32],
+        buffers: &mut Buffers,
+    ) {
+        let (h, eps) = (self.hidden, self.eps);
         project(
             &buffers.context,
             tokens,
@@ -342,4 +356,23 @@ impl FastCrossEncoder {
                 add_norm(row, &layer.output.bias, residual, &layer.output_norm, eps)
             });
     }
+}
+
+/// Keeps only the [CLS] rows, in pair order: the last layer's output needs no other row.
+fn keep_cls_rows(
+    starts: &[usize],
+    h: usize,
+    layer: &Layer,
+    hidden: &mut Vec<f32>,
+    buffers: &mut Buffers,
+) {
+    let pairs = starts.len();
+    for (pair, &start) in starts.iter().enumerate() {
+        hidden.copy_within(start * h..(start + 1) * h, pair * h);
+    }
+    hidden.truncate(pairs * h);
+    for buffer in [&mut buffers.context, &mut buffers.attended] {
+        buffer.truncate(pairs * h);
+    }
+    buffers.inner.truncate(pairs * layer.intermediate.d_out);
 }
