@@ -42,6 +42,33 @@ const MODEL_FILES: &[&str] = &[
 const DATA_FILES: &[&str] = &["collection.tsv", "queries.tsv", "qrels.txt"];
 
 pub fn run_demo(args: DemoArgs) -> Result<()> {
+    check_inputs(&args)?;
+    let mounts = mounts(&args);
+    let server = tiny_http::Server::http(("127.0.0.1", args.port))
+        .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
+    let address = server
+        .server_addr()
+        .to_ip()
+        .context("the server has no IP address")?;
+    // Tests and scripts read this line to find the port.
+    println!(
+        "serving the demo on http://{address}/ (model {}, data {}); Ctrl-C stops",
+        args.model.display(),
+        args.data.display()
+    );
+    for request in server.incoming_requests() {
+        let response = match resolve(&mounts, request.url()) {
+            Some(path) => file_response(&path),
+            None => not_found(),
+        };
+        // A client that went away is not the server's problem.
+        let _ = request.respond(response);
+    }
+    Ok(())
+}
+
+/// Fails, naming the folder and what to do, when the package, page, model or data is missing.
+fn check_inputs(args: &DemoArgs) -> Result<()> {
     let web = args.root.join("web");
     let www = args.root.join("www");
     if !web.join("pkg/tinyrank_wasm_bg.wasm").is_file() {
@@ -69,10 +96,15 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
             args.data.display()
         );
     }
-    let mounts = [
+    Ok(())
+}
+
+/// What the server serves: the npm package, the model's and the data's files, the page.
+fn mounts(args: &DemoArgs) -> [Mount; 4] {
+    [
         Mount {
             prefix: "/tinyrank/",
-            dir: web,
+            dir: args.root.join("web"),
             only: None,
         },
         Mount {
@@ -87,42 +119,21 @@ pub fn run_demo(args: DemoArgs) -> Result<()> {
         },
         Mount {
             prefix: "/",
-            dir: www,
+            dir: args.root.join("www"),
             only: None,
         },
-    ];
-    let server = tiny_http::Server::http(("127.0.0.1", args.port))
-        .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
-    let address = server
-        .server_addr()
-        .to_ip()
-        .context("the server has no IP address")?;
-    // Tests and scripts read this line to find the port.
-    println!(
-        "serving the demo on http://{address}/ (model {}, data {}); Ctrl-C stops",
-        args.model.display(),
-        args.data.display()
-    );
-    for request in server.incoming_requests() {
-        let response = match resolve(&mounts, request.url()) {
-            Some(path) => match File::open(&path) {
-                Ok(file) => {
-                    let mut response = tiny_http::Response::from_file(file).boxed();
-                    for (name, value) in headers(&path) {
-                        response.add_header(
-                            tiny_http::Header::from_bytes(name, value).expect("a valid header"),
-                        );
-                    }
-                    response
-                }
-                Err(_) => not_found(),
-            },
-            None => not_found(),
-        };
-        // A client that went away is not the server's problem.
-        let _ = request.respond(response);
+    ]
+}
+
+fn file_response(path: &Path) -> tiny_http::ResponseBox {
+    let Ok(file) = File::open(path) else {
+        return not_found();
+    };
+    let mut response = tiny_http::Response::from_file(file).boxed();
+    for (name, value) in headers(path) {
+        response.add_header(tiny_http::Header::from_bytes(name, value).expect("a valid header"));
     }
-    Ok(())
+    response
 }
 
 fn not_found() -> tiny_http::ResponseBox {
