@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tinyrank_core::{DeviceChoice, SaveDtype};
 use tinyrank_distill::data::{Qrels, Run, TextTable};
-use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Metric, evaluate};
+use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Evaluation, Metric, evaluate};
 
 mod augment;
 mod bench;
@@ -101,11 +101,7 @@ struct EvalArgs {
     #[arg(long)]
     run: PathBuf,
     /// Comma-separated: ndcg@k, rr or rr@k, map, r@k, p@k.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "ndcg@10,rr@10,map,r@100,p@10"
-    )]
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_METRICS)]
     metrics: Vec<Metric>,
     /// Lowest grade counted relevant by the binary metrics (trec_eval -l; TREC DL uses 2).
     #[arg(long, default_value_t = 1)]
@@ -164,61 +160,30 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         min_rel: args.min_rel,
         missing_as_zero: !args.judged_in_run_only,
     };
-    let metrics = if args.metrics.is_empty() {
-        DEFAULT_METRICS.to_vec()
-    } else {
-        args.metrics
-    };
-    let evaluation = evaluate(&run, &qrels, &metrics, options);
+    let evaluation = evaluate(&run, &qrels, &args.metrics, options);
     if args.json {
-        let means: serde_json::Map<String, serde_json::Value> = metrics
-            .iter()
-            .zip(&evaluation.means)
-            .map(|(m, v)| (m.to_string(), (*v).into()))
-            .collect();
-        let mut out = serde_json::json!({
-            "run": args.run,
-            "qrels": args.qrels,
-            "min_rel": args.min_rel,
-            "queries": evaluation.per_query.len(),
-            "missing_queries_count_as_zero": options.missing_as_zero,
-            "means": means,
-        });
-        if args.per_query {
-            out["per_query"] = evaluation
-                .per_query
-                .iter()
-                .map(|(q, values)| {
-                    let row: serde_json::Map<String, serde_json::Value> = metrics
-                        .iter()
-                        .zip(values)
-                        .map(|(m, v)| (m.to_string(), (*v).into()))
-                        .collect();
-                    (q.clone(), row.into())
-                })
-                .collect::<serde_json::Map<_, _>>()
-                .into();
-        }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&eval_json(&args, &evaluation, options))?
+        );
         return Ok(());
     }
-    let header: Vec<String> = metrics
+    let header: Vec<String> = args
+        .metrics
         .iter()
         .map(|m| format!("{:>9}", m.to_string()))
         .collect();
     println!("{:<12}{}", "query", header.join(""));
+    let row = |name: &str, values: &[f64]| {
+        let cells: Vec<String> = values.iter().map(|v| format!("{v:>9.4}")).collect();
+        println!("{name:<12}{}", cells.join(""));
+    };
     if args.per_query {
         for (qid, values) in &evaluation.per_query {
-            let cells: Vec<String> = values.iter().map(|v| format!("{v:>9.4}")).collect();
-            println!("{qid:<12}{}", cells.join(""));
+            row(qid, values);
         }
     }
-    let cells: Vec<String> = evaluation
-        .means
-        .iter()
-        .map(|v| format!("{v:>9.4}"))
-        .collect();
-    println!("{:<12}{}", "all", cells.join(""));
+    row("all", &evaluation.means);
     println!(
         "{} queries; binary metrics count grade >= {}; {}",
         evaluation.per_query.len(),
@@ -230,6 +195,35 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// `eval --json`: the means by metric name, and with --per-query each query's values.
+fn eval_json(args: &EvalArgs, evaluation: &Evaluation, options: EvalOptions) -> serde_json::Value {
+    let by_metric = |values: &[f64]| -> serde_json::Value {
+        args.metrics
+            .iter()
+            .zip(values)
+            .map(|(m, v)| (m.to_string(), (*v).into()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let mut out = serde_json::json!({
+        "run": args.run,
+        "qrels": args.qrels,
+        "min_rel": args.min_rel,
+        "queries": evaluation.per_query.len(),
+        "missing_queries_count_as_zero": options.missing_as_zero,
+        "means": by_metric(&evaluation.means),
+    });
+    if args.per_query {
+        out["per_query"] = evaluation
+            .per_query
+            .iter()
+            .map(|(q, values)| (q.clone(), by_metric(values)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    out
 }
 
 fn run_export(args: ExportArgs) -> Result<()> {
