@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use tinyrank_distill::augment::{Augmenter, Pool, SpanWords, write_dataset};
 
-use crate::distill::{assets_root, default_eval_dir, default_train_dirs};
+use crate::assets;
 
 #[derive(Args)]
 pub struct AugmentArgs {
@@ -45,9 +45,9 @@ pub struct AugmentArgs {
 }
 
 pub fn run_augment(args: AugmentArgs) -> Result<()> {
-    let assets = assets_root(args.assets.clone());
-    let from = or_default(args.from, || default_train_dirs(&assets));
-    let exclude = or_default(args.exclude, || vec![default_eval_dir(&assets)]);
+    let root = assets::root(args.assets.clone());
+    let from = or_default(args.from, || assets::train_dirs(&root));
+    let exclude = or_default(args.exclude, || vec![assets::eval_dir(&root)]);
     if args.top_k < 2 {
         bail!("--top-k must be at least 2: a query needs a negative beside its source");
     }

@@ -10,6 +10,7 @@ use tinyrank_core::{DeviceChoice, SaveDtype};
 use tinyrank_distill::data::{Qrels, Run, TextTable};
 use tinyrank_distill::metrics::{DEFAULT_METRICS, EvalOptions, Evaluation, Metric, evaluate};
 
+mod assets;
 mod augment;
 mod bench;
 mod demo;

@@ -13,7 +13,7 @@ use tinyrank_distill::data::{Run, TextTable};
 use tinyrank_distill::rerank::{DatasetPaths, EmptyText, candidates};
 
 use super::{BenchArgs, CpuPath, GpuPrecision, Measurement, Shape, VOCAB, median};
-use crate::distill::assets_root;
+use crate::assets;
 
 /// The model measured: its shape, the tokenizer it brings, and whether its weights are real.
 struct Loaded {
@@ -175,7 +175,7 @@ fn time_text(
     let tokenizer = match loaded.tokenizer {
         Some(tokenizer) => tokenizer,
         None => {
-            let teacher = assets_root(args.assets.clone()).join("models/teacher-minilm-l6");
+            let teacher = assets::teacher(&assets::root(args.assets.clone()));
             CheckpointFiles::read(&teacher)?.tokenizer()?
         }
     };

@@ -15,6 +15,7 @@ use tinyrank_distill::train::Method;
 use super::data::TrainingData;
 use super::report::Row;
 use super::{DistillArgs, Paths};
+use crate::assets;
 
 /// The bi-encoder with its index of the training collections.
 pub(super) struct BiEncoderData {
@@ -32,7 +33,7 @@ impl BiEncoderData {
         let Some(dir) = args
             .bi_encoder
             .clone()
-            .or_else(|| wanted.then(|| paths.assets.join("models/all-MiniLM-L6-v2")))
+            .or_else(|| wanted.then(|| assets::bi_encoder(&paths.assets)))
         else {
             return Ok(None);
         };

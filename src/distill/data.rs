@@ -1,8 +1,6 @@
 //! The training examples `tinyrank distill` assembles from its flags (dataset pools,
 //! pseudo-queries, triples, document passages), each source named for the run's identity.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{Result, bail};
 use tinyrank_core::{Reranker, WordWindows};
 use tinyrank_distill::augment::{Augmenter, Pool};
@@ -144,16 +142,4 @@ fn keep_teacher_best_passages(
         kept += doc.passages.len();
     }
     Ok(kept)
-}
-
-/// The training sets the defaults use: TREC DL 2020-2022 (never 2019, the evaluation set).
-pub fn default_train_dirs(assets: &Path) -> Vec<PathBuf> {
-    ["2020", "2021", "2022"]
-        .map(|y| assets.join(format!("data/trec-dl-{y}")))
-        .to_vec()
-}
-
-/// The evaluation set the defaults use: TREC DL 2019.
-pub fn default_eval_dir(assets: &Path) -> PathBuf {
-    assets.join("data/trec-dl-2019")
 }

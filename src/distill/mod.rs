@@ -11,7 +11,7 @@ mod progress;
 mod recipe;
 mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -24,11 +24,11 @@ use tinyrank_distill::student::{StudentSpec, build_student};
 use tinyrank_distill::train::{RunIdentity, TrainConfig, TrainSetup};
 
 use self::bi_encoder::BiEncoderData;
+pub use self::data::DocPassages;
 use self::data::TrainingData;
-pub use self::data::{DocPassages, default_eval_dir, default_train_dirs};
 use self::recipe::Recipe;
 use self::report::Baselines;
-use crate::DeviceArgs;
+use crate::{DeviceArgs, assets};
 
 #[derive(Args)]
 pub struct DistillArgs {
@@ -143,11 +143,6 @@ pub struct DistillArgs {
     device: DeviceArgs,
 }
 
-pub fn assets_root(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os("TINYRANK_SHARED").map(PathBuf::from))
-        .unwrap_or_else(|| Path::new("..").join("shared"))
-}
-
 /// Where the run's inputs are, from the flags and the shared assets' layout.
 struct Paths {
     assets: PathBuf,
@@ -161,22 +156,22 @@ struct Paths {
 impl Paths {
     /// Resolves the defaults and fails early, with a hint, when an input is missing.
     fn resolve(args: &DistillArgs) -> Result<Self> {
-        let assets = assets_root(args.assets.clone());
+        let assets = assets::root(args.assets.clone());
         let teacher = args
             .teacher
             .clone()
-            .unwrap_or_else(|| assets.join("models/teacher-minilm-l6"));
+            .unwrap_or_else(|| assets::teacher(&assets));
         let default_data =
             args.train.is_empty() && args.triples.is_empty() && args.train_docs.is_empty();
         let train = if default_data {
-            default_train_dirs(&assets)
+            assets::train_dirs(&assets)
         } else {
             args.train.clone()
         };
         let eval = args
             .eval
             .clone()
-            .unwrap_or_else(|| default_eval_dir(&assets));
+            .unwrap_or_else(|| assets::eval_dir(&assets));
         let hint = "point --assets or TINYRANK_SHARED at the folder that holds models/ and data/ \
                     (the shared assets), or give --teacher, --train and --eval";
         if !teacher.join("config.json").is_file() {
