@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use tinyrank_distill::data::{Run, TextTable};
-use tinyrank_distill::rerank::{DatasetPaths, EmptyText, candidates};
+use tinyrank_distill::rerank::{Dataset, EmptyText};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tinyrank");
 
@@ -138,18 +137,8 @@ fn main() -> Result<()> {
 
 /// One Cohere-shaped body per query: the query and its top `docs` BM25 passages.
 fn request_bodies(dir: &std::path::Path, docs: usize) -> Result<Vec<String>> {
-    let paths = DatasetPaths::in_dir(dir);
-    let queries = TextTable::read(&paths.queries, "query")?;
-    let collection = TextTable::read(&paths.collection, "passage")?;
-    let run = Run::read(&paths.run)?;
-    let todo = candidates(
-        &queries,
-        &collection,
-        &run,
-        &paths.run,
-        docs,
-        EmptyText::Refused,
-    )?;
+    let data = Dataset::read(dir)?;
+    let todo = data.candidates(docs, EmptyText::Refused)?;
     Ok(todo
         .iter()
         .filter(|c| c.passages.len() == docs)

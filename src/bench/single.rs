@@ -9,8 +9,7 @@ use tinyrank_core::{
     BackendKind, Checkpoint, CrossEncoder, DeviceChoice, Encoded, EngineKind, PairTokenizer,
     Precision, Reranker, SelectedDevice, select_device,
 };
-use tinyrank_distill::data::{Run, TextTable};
-use tinyrank_distill::rerank::{DatasetPaths, EmptyText, candidates};
+use tinyrank_distill::rerank::{Dataset, EmptyText};
 
 use super::{BenchArgs, CpuPath, GpuPrecision, Measurement, Shape, VOCAB, median};
 use crate::assets;
@@ -238,18 +237,8 @@ fn synthetic_pairs(batch: usize, len: usize) -> Vec<Encoded> {
 
 /// The first `queries` queries' candidates of a dataset directory, tokenised.
 fn real_pairs(reranker: &Reranker, dir: &std::path::Path, queries: usize) -> Result<Vec<Encoded>> {
-    let paths = DatasetPaths::in_dir(dir);
-    let query_table = TextTable::read(&paths.queries, "query")?;
-    let collection = TextTable::read(&paths.collection, "passage")?;
-    let run = Run::read(&paths.run)?;
-    let todo = candidates(
-        &query_table,
-        &collection,
-        &run,
-        &paths.run,
-        100,
-        EmptyText::Refused,
-    )?;
+    let data = Dataset::read(dir)?;
+    let todo = data.candidates(100, EmptyText::Refused)?;
     let mut encoded = Vec::new();
     for candidate in todo.iter().take(queries) {
         encoded.extend(reranker.encode(candidate.query, &candidate.passages)?);

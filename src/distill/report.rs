@@ -52,7 +52,7 @@ pub(super) fn compare(
 }
 
 fn first_stage_row(set: &EvalSet) -> Row {
-    let (ndcg10, rr10) = set.ndcg10_rr10(&set.run);
+    let (ndcg10, rr10) = set.ndcg10_rr10(set.run());
     Row {
         name: "BM25".into(),
         ndcg10,
@@ -93,7 +93,7 @@ fn table(set: &EvalSet, rows: &[Row]) -> String {
         "{} (top-{} reranked, {} queries)\n\n| run | nDCG@10 | RR@10 (min-rel 2) | pairs/s | vs teacher |\n|---|---|---|---|---|\n",
         set.dir.display(),
         set.top_k,
-        set.run.query_ids.len()
+        set.run().query_ids.len()
     );
     for row in rows {
         let speed = row.pairs_per_sec.map_or("-".into(), |s| format!("{s:.1}"));

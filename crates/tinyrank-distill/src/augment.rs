@@ -546,8 +546,8 @@ mod tests {
         // pass the checks evaluation applies to any TREC set.
         let set = EvalSet::read(&first, 3).unwrap();
         let qrels = crate::data::Qrels::read(&first.join("qrels.txt")).unwrap();
-        for qid in &set.run.query_ids {
-            let ranked = set.run.ranked(qid);
+        for qid in &set.run().query_ids {
+            let ranked = set.run().ranked(qid);
             assert!(
                 ranked
                     .iter()

@@ -9,8 +9,8 @@ use rand_chacha::ChaCha8Rng;
 
 use tinyrank_core::{TitleSource, WordWindows};
 
-use crate::data::{DataError, Qrels, Run, TextTable, read_triples};
-use crate::rerank::{Candidates, DatasetPaths, EmptyText, candidates};
+use crate::data::{DataError, read_triples};
+use crate::rerank::{Candidates, Dataset, EmptyText};
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Example {
@@ -119,14 +119,11 @@ fn for_each_candidate(
     empty: EmptyText,
     mut f: impl FnMut(&Candidates<'_>, &str, &str, (Option<u8>, Option<u8>)),
 ) -> Result<(), DataError> {
-    let paths = DatasetPaths::in_dir(dir);
-    let queries = TextTable::read(&paths.queries, "query")?;
-    let collection = TextTable::read(&paths.collection, "passage")?;
-    let run = Run::read(&paths.run)?;
-    let qrels = paths.qrels.as_deref().map(Qrels::read).transpose()?;
-    for c in candidates(&queries, &collection, &run, &paths.run, top_k, empty)? {
+    let data = Dataset::read(dir)?;
+    let qrels = data.qrels.as_ref();
+    for c in data.candidates(top_k, empty)? {
         for (doc_id, text) in c.doc_ids.iter().zip(&c.passages) {
-            let grade = qrels.as_ref().map(|q| q.grade(c.query_id, doc_id));
+            let grade = qrels.map(|q| q.grade(c.query_id, doc_id));
             f(&c, doc_id, text, judgment(grade, min_rel));
         }
     }

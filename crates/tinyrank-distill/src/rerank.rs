@@ -30,6 +30,44 @@ impl DatasetPaths {
     }
 }
 
+/// A dataset directory read whole: queries, collection, first-stage run, qrels when present.
+pub struct Dataset {
+    pub queries: TextTable,
+    pub collection: TextTable,
+    pub run: Run,
+    pub run_path: PathBuf,
+    pub qrels: Option<Qrels>,
+}
+
+impl Dataset {
+    pub fn read(dir: &Path) -> Result<Self, DataError> {
+        let paths = DatasetPaths::in_dir(dir);
+        Ok(Self {
+            queries: TextTable::read(&paths.queries, "query")?,
+            collection: TextTable::read(&paths.collection, "passage")?,
+            run: Run::read(&paths.run)?,
+            run_path: paths.run,
+            qrels: paths.qrels.as_deref().map(Qrels::read).transpose()?,
+        })
+    }
+
+    /// Each query's top-`top_k` candidates with their texts (see [`candidates`]).
+    pub fn candidates(
+        &self,
+        top_k: usize,
+        empty: EmptyText,
+    ) -> Result<Vec<Candidates<'_>>, DataError> {
+        candidates(
+            &self.queries,
+            &self.collection,
+            &self.run,
+            &self.run_path,
+            top_k,
+            empty,
+        )
+    }
+}
+
 #[derive(Debug)]
 pub enum RerankError {
     Data(DataError),
@@ -214,45 +252,36 @@ pub fn rerank_documents(
 pub struct EvalSet {
     pub dir: PathBuf,
     pub top_k: usize,
-    queries: TextTable,
-    collection: TextTable,
-    /// The first-stage run (BM25).
-    pub run: Run,
-    run_path: PathBuf,
+    data: Dataset,
     qrels: Qrels,
 }
 
 impl EvalSet {
     /// Reads and checks the directory (which must hold qrels.txt).
     pub fn read(dir: &Path, top_k: usize) -> Result<Self, DataError> {
-        let paths = DatasetPaths::in_dir(dir);
-        let qrels = paths
-            .qrels
-            .clone()
-            .ok_or_else(|| DataError::file(dir, "evaluation needs qrels.txt here"))?;
+        if DatasetPaths::in_dir(dir).qrels.is_none() {
+            return Err(DataError::file(dir, "evaluation needs qrels.txt here"));
+        }
+        let mut data = Dataset::read(dir)?;
+        let qrels = data.qrels.take().expect("checked above");
         let set = Self {
             dir: dir.to_path_buf(),
             top_k,
-            queries: TextTable::read(&paths.queries, "query")?,
-            collection: TextTable::read(&paths.collection, "passage")?,
-            run: Run::read(&paths.run)?,
-            run_path: paths.run,
-            qrels: Qrels::read(&qrels)?,
+            data,
+            qrels,
         };
         set.candidates()?;
         Ok(set)
     }
 
+    /// The first-stage run (BM25).
+    pub fn run(&self) -> &Run {
+        &self.data.run
+    }
+
     /// Each query's top-k candidates with their texts.
     pub fn candidates(&self) -> Result<Vec<Candidates<'_>>, DataError> {
-        candidates(
-            &self.queries,
-            &self.collection,
-            &self.run,
-            &self.run_path,
-            self.top_k,
-            EmptyText::Refused,
-        )
+        self.data.candidates(self.top_k, EmptyText::Refused)
     }
 
     /// Query-passage pairs one reranking scores.
@@ -296,8 +325,9 @@ impl EvalSet {
             .flatten()
             .map(|e| e.score)
             .fold(f64::INFINITY, f64::min);
-        for qid in &self.run.query_ids {
+        for qid in &self.data.run.query_ids {
             for (i, entry) in self
+                .data
                 .run
                 .ranked(qid)
                 .into_iter()

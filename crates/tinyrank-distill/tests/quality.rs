@@ -26,7 +26,7 @@ fn int8_path_ranks_dl19_like_f32() {
     let int8 = set.rerank(&reranker(Precision::Int8), |_| {}).unwrap();
 
     let (mut differences, mut swapped, mut pairs) = (Vec::new(), 0usize, 0usize);
-    for qid in &set.run.query_ids {
+    for qid in &set.run().query_ids {
         let scores_of = |run: &tinyrank_distill::data::Run| {
             let mut scores: Vec<(String, f64)> = run.results[qid]
                 .iter()
