@@ -14,7 +14,7 @@ pub const LOG_FILE: &str = "log.jsonl";
 pub const PLOT_FILE: &str = "loss.svg";
 
 /// One optimiser step, as logged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StepLog {
     pub step: usize,
     pub epoch: f64,
@@ -73,31 +73,8 @@ pub(super) fn write_plot(path: &Path, logs: &[StepLog], method: Method) -> Resul
     const COLOURS: [&str; 7] = [
         "#111111", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
     ];
-    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for log in logs {
-        let points = std::iter::once(("loss".to_string(), log.loss))
-            .chain(log.terms.iter().map(|(k, v)| (k.clone(), *v)));
-        for (name, value) in points {
-            if value > 0.0 && value.is_finite() {
-                series
-                    .entry(name)
-                    .or_default()
-                    .push((log.step as f64, value.log10()));
-            }
-        }
-    }
-    let all = series.values().flatten();
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in all {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    let (y0, y1) = (y0.floor(), y1.ceil().max(y0.floor() + 1.0));
+    let series = log_series(logs);
+    let (x0, x1, y0, y1) = extent(&series);
     let sx = |x: f64| M + (x - x0) / (x1 - x0).max(1.0) * (W - 2.0 * M);
     let sy = |y: f64| H - M - (y - y0) / (y1 - y0) * (H - 2.0 * M);
     let mut svg = format!(
@@ -142,4 +119,66 @@ pub(super) fn write_plot(path: &Path, logs: &[StepLog], method: Method) -> Resul
     svg.push_str("</svg>\n");
     crate::data::write_atomically(path, svg.as_bytes())?;
     Ok(())
+}
+
+/// The loss and each term per step, as (step, log10 value); values that a log scale cannot
+/// show are left out.
+fn log_series(logs: &[StepLog]) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for log in logs {
+        let points = std::iter::once(("loss".to_string(), log.loss))
+            .chain(log.terms.iter().map(|(k, v)| (k.clone(), *v)));
+        for (name, value) in points {
+            if value > 0.0 && value.is_finite() {
+                series
+                    .entry(name)
+                    .or_default()
+                    .push((log.step as f64, value.log10()));
+            }
+        }
+    }
+    series
+}
+
+/// The steps' range and the values' range in whole decades (a unit square without points).
+fn extent(series: &BTreeMap<String, Vec<(f64, f64)>>) -> (f64, f64, f64, f64) {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in series.values().flatten() {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    (x0, x1, y0.floor(), y1.ceil().max(y0.floor() + 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(step: usize, loss: f64, hard: f64) -> StepLog {
+        StepLog {
+            step,
+            loss,
+            terms: BTreeMap::from([("hard".to_string(), hard)]),
+            ..StepLog::default()
+        }
+    }
+
+    #[test]
+    fn the_plot_spans_whole_decades_and_leaves_out_what_a_log_scale_cannot_show() {
+        let logs = [
+            step(1, 20.0, 0.5),
+            step(5, 2.0, 0.0),
+            step(9, f64::NAN, 0.05),
+        ];
+        let series = log_series(&logs);
+        assert_eq!(series["loss"].len(), 2);
+        assert_eq!(series["hard"].len(), 2);
+        assert_eq!(extent(&series), (1.0, 9.0, -2.0, 2.0));
+        assert_eq!(extent(&BTreeMap::new()), (0.0, 1.0, 0.0, 1.0));
+    }
 }
