@@ -141,17 +141,12 @@ impl Run {
             tokenizer_files,
             ..
         } = student;
-        let fit_dense = match (&layer_map, fit_dense, teacher_width) {
-            (Some(_), None, Some(width)) => {
-                Some(new_fit_dense(model.hidden_size(), width, &autodiff))
-            }
-            (_, fit, _) => fit,
-        };
-        check_fit_dense(
-            fit_dense.as_ref(),
+        let fit_dense = fit_dense_for(
+            fit_dense,
             &layer_map,
             model.hidden_size(),
             teacher_width,
+            &autodiff,
         )?;
         let checkpoint_dir = out_dir.join(CHECKPOINT_DIR);
         let resumed_from = resume
@@ -500,22 +495,29 @@ fn check_setup(
     Ok(layer_map)
 }
 
-fn check_fit_dense(
-    fit: Option<&burn::nn::Linear>,
+/// The student's fit_dense when hidden states are distilled: its own (checked against the
+/// widths), else a new one.
+fn fit_dense_for(
+    fit: Option<burn::nn::Linear>,
     layer_map: &Option<LayerMap>,
     student_width: usize,
     teacher_width: Option<usize>,
-) -> Result<(), TrainError> {
-    if let (Some(_), Some(fit), Some(teacher_width)) = (layer_map, fit, teacher_width) {
-        let want = [student_width, teacher_width];
-        if fit.weight.dims() != want {
-            return Err(TrainError::Setup(format!(
-                "the student's fit_dense maps {:?} but student and teacher widths need {want:?}",
-                fit.weight.dims()
-            )));
-        }
+    device: &Device,
+) -> Result<Option<burn::nn::Linear>, TrainError> {
+    let (Some(_), Some(teacher_width)) = (layer_map, teacher_width) else {
+        return Ok(fit);
+    };
+    let Some(fit) = fit else {
+        return Ok(Some(new_fit_dense(student_width, teacher_width, device)));
+    };
+    let want = [student_width, teacher_width];
+    if fit.weight.dims() != want {
+        return Err(TrainError::Setup(format!(
+            "the student's fit_dense maps {:?} but student and teacher widths need {want:?}",
+            fit.weight.dims()
+        )));
     }
-    Ok(())
+    Ok(Some(fit))
 }
 
 fn no_units_message(config: &TrainConfig) -> String {
