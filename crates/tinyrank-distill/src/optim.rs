@@ -63,6 +63,8 @@ impl Slot {
 /// The parameters updated together: those with weight decay, or those without.
 #[derive(Debug, Clone, PartialEq)]
 struct Group {
+    /// Whether its parameters get weight decay ([`decays`], decided once when grouping).
+    decays: bool,
     slots: Vec<Slot>,
 }
 
@@ -152,6 +154,7 @@ impl AdamW {
         let mut update = Update {
             path: Vec::new(),
             slots: slot_index(&grads.groups),
+            decays: grads.groups.iter().map(|g| g.decays).collect(),
             steps,
             decay: 1.0 - lr * self.weight_decay,
         };
@@ -283,7 +286,10 @@ impl AccumulatedGrads {
                     }
                 })
                 .collect();
-            groups.push(Group { slots });
+            groups.push(Group {
+                decays: group_decays,
+                slots,
+            });
             sums.push(Tensor::cat(
                 members.into_iter().map(|(_, s)| s.clone()).collect(),
                 0,
@@ -374,6 +380,8 @@ struct Update {
     /// Parameter path -> (its group's index, its slot).
     slots: BTreeMap<String, (usize, Slot)>,
     steps: Vec<Tensor<1>>,
+    /// Whether each group's parameters are decayed.
+    decays: Vec<bool>,
     /// What multiplies a decayed parameter before the step: 1 - lr x weight decay.
     decay: f64,
 }
@@ -404,7 +412,7 @@ impl ModuleMapper for Update {
             return param;
         };
         let step = (self.steps[*group].clone()).slice([slot.range()]);
-        let decay = decays(&path).then_some(self.decay);
+        let decay = self.decays[*group].then_some(self.decay);
         param.map(|value| {
             let require_grad = value.is_require_grad();
             let dims = value.dims();
