@@ -7,7 +7,7 @@
 # Environment: TINYRANK_BIN (default target/release/tinyrank), DEVICE (gpu), TRAIN_TOP_K (100),
 # AUGMENT (0: pseudo-queries of teacher-labelled augmentation added, with TRAIN_TOP_K candidates
 # each), LR (1e-4), EVAL_TOP_K (100), SEED (42), PARALLEL (1: every run at once, which suits a GPU; 0 one after another, for a CPU),
-# METHODS (labels standard tinybert simplified two-layer), TEACHER (default: the shared teacher;
+# METHODS (labels standard tinybert simplified two-layer; also margin-mse, listwise), TEACHER (default: the shared teacher;
 # a fine-tuned one from `distill --method fine-tune`, its students cut from its layers). Each run writes OUT_DIR/NAME/ (log.jsonl,
 # loss.svg, results.md, student/) and OUT_DIR/NAME.log; OUT_DIR/table.md gathers the results.
 set -uo pipefail
@@ -30,6 +30,8 @@ one() {
     standard) args=(--method standard --no-teacher-eval) ;;
     tinybert) args=(--method tinybert --no-teacher-eval) ;;
     labels) args=(--method labels --no-teacher-eval) ;;
+    margin-mse) args=(--method margin-mse --no-teacher-eval) ;;
+    listwise) args=(--method listwise --no-teacher-eval) ;;
     two-layer) args=(--method simplified --student teacher-layers:2,5 --no-teacher-eval) ;;
     *) echo "unknown run $name" >&2; return 2 ;;
   esac

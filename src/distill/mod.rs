@@ -261,8 +261,15 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     }
     config.steps = match args.steps {
         Some(steps) => steps,
-        None => config.steps_for_epochs(args.epochs, data.examples.len()),
+        None => config.steps_for_epochs(args.epochs, config.examples_per_epoch(&data.examples)),
     };
+    if config.skip_idle {
+        eprintln!(
+            "--skip-idle: {} of {} examples are in units some loss term learns from",
+            config.examples_per_epoch(&data.examples),
+            data.examples.len()
+        );
+    }
     let student = build_student(&spec, &paths.teacher, &device.clone().autodiff())?;
     eprintln!(
         "teacher {} ({} layers, {} hidden) -> student {} ({} layers, {} hidden); {} with {} \

@@ -5,6 +5,7 @@
 use tinyrank_core::{Cut, Encoded, PairTokenizer};
 
 use super::TrainError;
+use super::config::TrainConfig;
 use crate::examples::{Example, epoch_order};
 
 /// The order in which units are visited: epoch after epoch, each a seeded permutation.
@@ -34,6 +35,16 @@ impl EpochOrders {
         }
         self.order[position % self.len]
     }
+}
+
+/// The units a run visits: [`make_units`] in the method's grouping, less those no term learns
+/// from when `--skip-idle` asks for it.
+pub(crate) fn units_for(config: &TrainConfig, examples: &[Example]) -> Vec<Vec<usize>> {
+    let mut units = make_units(examples, config.group(), config.seed);
+    if config.skip_idle {
+        units.retain(|unit| config.teaches(unit.iter().map(|&i| &examples[i])));
+    }
+    units
 }
 
 /// Groups of example indices visited together: single examples, or for grouped methods chunks
@@ -89,6 +100,7 @@ pub(super) fn encode_examples(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::config::Method;
 
     #[test]
     fn groups_hold_candidates_of_one_query() {
@@ -108,5 +120,39 @@ mod tests {
             assert_eq!(examples[u[0]].query_id, examples[u[1]].query_id);
         }
         assert_eq!(make_units(&examples, 1, 1).len(), 8);
+    }
+
+    #[test]
+    fn skip_idle_leaves_out_units_no_term_learns_from() {
+        let ex = |q: &str, grade: Option<u8>| Example {
+            query_id: q.into(),
+            query: q.into(),
+            passage: "p".into(),
+            label: grade.map(|g| u8::from(g >= 2)),
+            grade,
+            prior: Some(1.0),
+        };
+        let mut examples: Vec<Example> = [0, 0, 2, 0].map(|g| ex("a", Some(g))).into();
+        examples.extend([ex("b", None), ex("b", None)]);
+        let mut config = TrainConfig::new(Method::FineTune, 1);
+        config.group_size = 2;
+        config.skip_idle = true;
+        // The prior term learns from every group.
+        assert_eq!(units_for(&config, &examples).len(), 3);
+        config.term_weights = Some("prior=0".parse().unwrap());
+        let units = units_for(&config, &examples);
+        assert_eq!(units.len(), 1);
+        assert!(units[0].contains(&2));
+        assert_eq!(config.examples_per_epoch(&examples), 2);
+        config.skip_idle = false;
+        assert_eq!(units_for(&config, &examples).len(), 3);
+        assert_eq!(config.examples_per_epoch(&examples), 6);
+
+        let mut labels = TrainConfig::new(Method::Labels, 1);
+        labels.skip_idle = true;
+        assert_eq!(units_for(&labels, &examples).len(), 4);
+        let mut simplified = TrainConfig::new(Method::Simplified, 1);
+        simplified.skip_idle = true;
+        assert_eq!(units_for(&simplified, &examples).len(), 6);
     }
 }

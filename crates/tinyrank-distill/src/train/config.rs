@@ -7,6 +7,8 @@ use std::str::FromStr;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 
+use super::batches::units_for;
+use crate::examples::Example;
 use crate::losses::LayerMap;
 
 /// The training objective. Each method's loss terms are defined in `objective.rs`; its name
@@ -182,6 +184,7 @@ pub const DEFAULTS: TrainConfig = TrainConfig {
     layer_map: None,
     term_weights: None,
     balance_terms: false,
+    skip_idle: false,
 };
 
 /// Everything that shapes the trained weights (and so must match when resuming).
@@ -256,6 +259,13 @@ pub struct TrainConfig {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "is_false")]
     pub balance_terms: bool,
+    /// Leave out the units (pairs, or groups of one query's candidates) that no weighted term
+    /// learns from: for fine-tune with prior=0, groups without a relevant candidate (DL 2022's
+    /// queries, pseudo-queries' groups without their source); for labels, unlabelled pairs.
+    /// Saves their passes; off by default, so that the runs documented before it reproduce.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip_idle: bool,
 }
 
 impl TrainConfig {
@@ -270,6 +280,22 @@ impl TrainConfig {
     /// Examples consumed by one optimiser step.
     pub fn pairs_per_step(&self) -> usize {
         self.batch_size * self.accumulation
+    }
+
+    /// A term's weight from --term-weights (1 when not named).
+    pub fn term_weight(&self, term: &str) -> f64 {
+        self.term_weights.as_ref().map_or(1.0, |w| w.get(term))
+    }
+
+    /// Examples one epoch visits: every one, or with --skip-idle those in units some term
+    /// learns from. (Without it, a grouped method's remainders still count, as they did in
+    /// every documented run's step count.)
+    pub fn examples_per_epoch(&self, examples: &[Example]) -> usize {
+        if self.skip_idle {
+            units_for(self, examples).len() * self.group()
+        } else {
+            examples.len()
+        }
     }
 
     /// Steps that `epochs` passes over `examples` take.

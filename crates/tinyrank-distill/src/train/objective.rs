@@ -9,6 +9,7 @@ use tinyrank_core::model::{Batch, Output};
 use tinyrank_core::rules::ranking_scores;
 
 use super::config::{Method, TrainConfig, term_name};
+use crate::examples::Example;
 use crate::losses::{
     LayerMap, attention_loss, graded_gain, graded_listwise_ce, hard_loss, hidden_loss, listwise_kl,
     margin_mse, soft_loss,
@@ -76,14 +77,30 @@ impl Method {
     }
 }
 
+impl TrainConfig {
+    /// Whether some weighted term of the method learns from this unit of examples; the rest
+    /// are left out with `--skip-idle`. Terms with a teacher learn from every pair.
+    pub(super) fn teaches<'a>(&self, mut unit: impl Iterator<Item = &'a Example>) -> bool {
+        let weighted = |name| self.term_weight(name) > 0.0;
+        match self.method {
+            // The graded term skips groups without a gain (`graded_listwise_ce`).
+            Method::FineTune => {
+                weighted(term_name::PRIOR)
+                    || (weighted(term_name::GRADED)
+                        && unit.any(|e| graded_gain(e.grade.unwrap_or(0)) > 0.0))
+            }
+            Method::Labels => weighted(term_name::HARD) && unit.any(|e| e.label.is_some()),
+            _ => true,
+        }
+    }
+}
+
 /// Applies the configured per-term weights and, with `balance_terms`, divides each term by its
 /// value the first time it appeared (`scales` keeps those, per term name, for the whole run and
 /// across resumes). The term values stay unscaled for the log.
 pub(super) fn weigh(terms: &mut [Term], config: &TrainConfig, scales: &mut BTreeMap<String, f64>) {
     for term in terms.iter_mut() {
-        if let Some(weights) = &config.term_weights {
-            term.weight *= weights.get(term.name);
-        }
+        term.weight *= config.term_weight(term.name);
         if config.balance_terms {
             let scale = *scales.entry(term.name.to_string()).or_insert_with(|| {
                 let start = f64::from(term.value.clone().into_scalar::<f32>());

@@ -12,7 +12,7 @@ use tinyrank_core::{
     SelectedDevice, Trace, check_f16,
 };
 
-use super::batches::{EpochOrders, encode_examples, make_units};
+use super::batches::{EpochOrders, encode_examples, units_for};
 use super::checkpoint::{CHECKPOINT_DIR, CheckpointWriter, load_optimizer, read_state};
 use super::config::{Method, TrainConfig};
 use super::log::{LOG_FILE, PLOT_FILE, StepLog, append_log, read_log, rewrite_log, write_plot};
@@ -125,12 +125,7 @@ impl Run {
             Some(t) if config.teacher_f16 => Some(teacher_in_f16(t, &device)?),
             teacher => teacher,
         };
-        let cut = Cut::new(config.max_len)?;
-        let encoded = encode_examples(&student.tokenizer, cut, &examples)?;
-        let units = make_units(&examples, config.group(), config.seed);
-        if units.is_empty() {
-            return Err(TrainError::Setup(no_units_message(&config)));
-        }
+        let (encoded, units) = data_order(&config, &student.tokenizer, &examples)?;
         let autodiff = device.device.clone().autodiff();
         let teacher_width = teacher.as_ref().map(|t| t.model.hidden_size());
         let Checkpoint {
@@ -184,12 +179,18 @@ impl Run {
             profile: profile.then(|| Profile::new(autodiff.clone())),
         };
         let student = run.resume(Student { model, fit_dense }, &autodiff)?;
-        std::fs::create_dir_all(&run.out_dir)
-            .map_err(|e| tinyrank_core::Error::io(&run.out_dir, e))?;
-        let log_path = run.out_dir.join(LOG_FILE);
-        run.logs = read_log(&log_path, run.start_step);
-        rewrite_log(&log_path, &run.logs)?;
+        run.open_log()?;
         Ok((run, student))
+    }
+
+    /// Creates the output folder and keeps the log's steps up to the one resumed from.
+    fn open_log(&mut self) -> Result<(), TrainError> {
+        std::fs::create_dir_all(&self.out_dir)
+            .map_err(|e| tinyrank_core::Error::io(&self.out_dir, e))?;
+        let log_path = self.out_dir.join(LOG_FILE);
+        self.logs = read_log(&log_path, self.start_step);
+        rewrite_log(&log_path, &self.logs)?;
+        Ok(())
     }
 
     /// Continues from `resumed_from` when set: its weights, optimiser state and step.
@@ -520,6 +521,23 @@ fn fit_dense_for(
     Ok(Some(fit))
 }
 
+/// The examples tokenised once, and the units of them the run visits.
+type DataOrder = (Vec<Encoded>, Vec<Vec<usize>>);
+
+fn data_order(
+    config: &TrainConfig,
+    tokenizer: &PairTokenizer,
+    examples: &[Example],
+) -> Result<DataOrder, TrainError> {
+    let cut = Cut::new(config.max_len)?;
+    let encoded = encode_examples(tokenizer, cut, examples)?;
+    let units = units_for(config, examples);
+    if units.is_empty() {
+        return Err(TrainError::Setup(no_units_message(config)));
+    }
+    Ok((encoded, units))
+}
+
 fn no_units_message(config: &TrainConfig) -> String {
     let why = if config.method.grouped() {
         format!(
@@ -529,5 +547,10 @@ fn no_units_message(config: &TrainConfig) -> String {
     } else {
         String::new()
     };
-    format!("no training examples{why}")
+    let idle = if config.skip_idle {
+        " that some loss term learns from (--skip-idle)"
+    } else {
+        ""
+    };
+    format!("no training examples{why}{idle}")
 }
