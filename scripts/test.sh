@@ -6,7 +6,10 @@
 # SwiftShader, and the CPU fallback). Assets come from ../shared or $TINYRANK_SHARED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TINYRANK_SHARED="${TINYRANK_SHARED:-$(cd .. && pwd)/shared}"
+# Absolute, since each crate's tests run in its own folder.
+TINYRANK_SHARED="${TINYRANK_SHARED:-../shared}"
+[ -d "$TINYRANK_SHARED" ] || { echo "no shared assets at $TINYRANK_SHARED (set TINYRANK_SHARED)" >&2; exit 1; }
+export TINYRANK_SHARED="$(cd "$TINYRANK_SHARED" && pwd)"
 
 echo "== Gates: rustfmt, clippy (native, wasm32)"
 cargo fmt --all --check
