@@ -259,14 +259,14 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     if let Some(bi) = &bi {
         bi.apply(&mut data, &args, &paths)?;
     }
+    let per_epoch = config.examples_per_epoch(&data.examples);
     config.steps = match args.steps {
         Some(steps) => steps,
-        None => config.steps_for_epochs(args.epochs, config.examples_per_epoch(&data.examples)),
+        None => config.steps_for_epochs(args.epochs, per_epoch),
     };
     if config.skip_idle {
         eprintln!(
-            "--skip-idle: {} of {} examples are in units some loss term learns from",
-            config.examples_per_epoch(&data.examples),
+            "--skip-idle: {per_epoch} of {} examples are in units some loss term learns from",
             data.examples.len()
         );
     }
