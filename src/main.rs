@@ -50,7 +50,8 @@ enum Command {
     /// Rank a whole collection for each query with a bi-encoder (a dense first stage) and write
     /// a TREC run.
     Retrieve(RetrieveArgs),
-    /// Rewrite a checkpoint as a Hugging Face directory, optionally in f16.
+    /// Rewrite a checkpoint as a Hugging Face directory, optionally in f16, or average several
+    /// fine-tunes of one model into one (a model soup).
     Export(ExportArgs),
     /// Distil a teacher cross-encoder into a small student (Simplified TinyBERT).
     Distill(Box<DistillArgs>),
@@ -121,8 +122,10 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct ExportArgs {
-    #[arg(long)]
-    model: PathBuf,
+    /// Checkpoint directory; several, comma-separated, are averaged parameter by parameter
+    /// (they must share shape and tokenizer: fine-tunes of one starting point).
+    #[arg(long, required = true, value_delimiter = ',')]
+    model: Vec<PathBuf>,
     #[arg(long)]
     out: PathBuf,
     /// f32 or f16 (half the download; read back as f32).
@@ -234,7 +237,18 @@ fn run_export(args: ExportArgs) -> Result<()> {
         other => bail!("--dtype {other}: expected f32 or f16"),
     };
     let device = tinyrank_core::burn::tensor::Device::flex();
-    let checkpoint = tinyrank_core::Checkpoint::load(&args.model, &device)?;
+    let checkpoints = args
+        .model
+        .iter()
+        .map(|dir| tinyrank_core::Checkpoint::load(dir, &device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let checkpoint = match <[_; 1]>::try_from(checkpoints) {
+        Ok([one]) => one,
+        Err(several) => {
+            let origins: Vec<String> = args.model.iter().map(|d| d.display().to_string()).collect();
+            tinyrank_core::Checkpoint::average(&several, &origins, &device)?
+        }
+    };
     checkpoint
         .save(&args.out, dtype)
         .with_context(|| format!("writing {}", args.out.display()))?;

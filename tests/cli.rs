@@ -386,17 +386,24 @@ fn bad_checkpoints_are_rejected_naming_what_is_wrong() {
 }
 
 #[test]
-fn export_round_trips_in_f32_and_f16() {
+fn export_round_trips_in_f32_and_f16_and_averages() {
     let dir = tempfile::tempdir().unwrap();
     let slice = Slice::new();
     let reference = slice.file("reference.run");
     assert!(slice.rerank(&tiny_model(), &reference).status.success());
-    for dtype in ["f32", "f16"] {
-        let exported = dir.path().join(dtype);
+    let one = path(&tiny_model()).to_string();
+    // The mean of a checkpoint with itself is that checkpoint, bit for bit.
+    let twice = format!("{one},{one}");
+    for (name, models, dtype) in [
+        ("f32", &one, "f32"),
+        ("f16", &one, "f16"),
+        ("soup", &twice, "f32"),
+    ] {
+        let exported = dir.path().join(name);
         let out = tinyrank(&[
             "export",
             "--model",
-            path(&tiny_model()),
+            models,
             "--out",
             path(&exported),
             "--dtype",
@@ -407,7 +414,7 @@ fn export_round_trips_in_f32_and_f16() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let run = slice.file(&format!("{dtype}.run"));
+        let run = slice.file(&format!("{name}.run"));
         assert!(slice.rerank(&exported, &run).status.success());
         // The tiny checkpoint is stored in f16, so both exports keep its scores exactly.
         let scores = |p: &Path| -> Vec<String> {
@@ -417,7 +424,7 @@ fn export_round_trips_in_f32_and_f16() {
                 .map(|l| l.split(' ').nth(4).unwrap().to_string())
                 .collect()
         };
-        assert_eq!(scores(&run), scores(&reference), "{dtype}");
+        assert_eq!(scores(&run), scores(&reference), "{name}");
     }
 }
 

@@ -12,6 +12,8 @@ mod params;
 pub mod passages;
 pub mod reranker;
 pub mod rules;
+#[cfg(not(target_arch = "wasm32"))]
+mod soup;
 pub mod tokenizer;
 pub mod weights;
 

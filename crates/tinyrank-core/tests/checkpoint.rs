@@ -166,3 +166,38 @@ fn missing_unexpected_and_misshaped_tensors_are_named() {
         ]
     );
 }
+
+fn values<const D: usize>(t: tinyrank_core::burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn averaging_takes_each_parameters_mean_and_refuses_other_shapes() {
+    let device = Device::flex();
+    let dir = golden_dir().join("tiny-2logit");
+    let load = || Checkpoint::load(&dir, &device).unwrap();
+    // The same checkpoint with its two layers swapped: same shape, other weights per layer.
+    let swapped = load().select_layers(&[1, 0]).unwrap();
+    let names = vec!["a".to_string(), "b".to_string()];
+    let soup = Checkpoint::average(&[load(), swapped], &names, &device).unwrap();
+    let original = load();
+    let (l0, l1) = (&original.model.layers[0], &original.model.layers[1]);
+    let mean = values((l0.query.weight.val() + l1.query.weight.val()) / 2.0);
+    let got = values(soup.model.layers[0].query.weight.val());
+    assert!(max_abs_diff(&mean, &got) < 1e-6);
+    assert_ne!(got, values(l0.query.weight.val()));
+    // Parameters the two share come back unchanged.
+    assert_eq!(
+        values(soup.model.classifier.weight.val()),
+        values(original.model.classifier.weight.val())
+    );
+
+    let student = Checkpoint::load(&golden_dir().join("tiny-student"), &device).unwrap();
+    let e = Checkpoint::average(&[load(), student], &names, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot average b with a") && e.contains("shapes"),
+        "{e}"
+    );
+}
