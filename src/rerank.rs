@@ -12,6 +12,7 @@ use tinyrank_core::{
     WordWindows, select_device,
 };
 use tinyrank_distill::data::Run;
+use tinyrank_distill::fusion::interpolate;
 use tinyrank_distill::rerank::{Candidates, EmptyText, candidates, rerank, rerank_documents};
 
 use crate::{DeviceArgs, TextArgs};
@@ -50,6 +51,11 @@ pub struct RerankArgs {
     /// Run the burn model in f16 (GPU adapters with `shader-f16` only).
     #[arg(long, conflicts_with = "int8")]
     f16: bool,
+    /// Mix in the run's own scores: rank by (1 - W) x the reranker's + W x the run's, each
+    /// standardised over the query's reranked candidates; 0 ranks by the reranker alone. Keeps a
+    /// strong first stage's say over a long list (docs/results.md, "A better teacher").
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    interpolate: f64,
     /// Run tag written in the last column.
     #[arg(long, default_value = "tinyrank")]
     tag: String,
@@ -120,6 +126,12 @@ pub fn run_rerank(args: RerankArgs) -> Result<()> {
     if args.top_k == 0 {
         bail!("--top-k must be at least 1");
     }
+    if !(0.0..=1.0).contains(&args.interpolate) {
+        bail!(
+            "--interpolate {}: expected a weight from 0 to 1",
+            args.interpolate
+        );
+    }
     let documents = !args.doc_mode.is_empty();
     let empty = if documents {
         EmptyText::Allowed
@@ -134,11 +146,11 @@ pub fn run_rerank(args: RerankArgs) -> Result<()> {
     let bar = progress_bar(pairs);
     let scoring = Instant::now();
     let (written, scored_pairs) = if documents {
-        score_documents(&args, &reranker, &todo, windows, &bar)?
+        score_documents(&args, &run, &reranker, &todo, windows, &bar)?
     } else {
         let reranked = rerank(&reranker, &todo, |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
-        reranked.write(&args.output, &args.tag)?;
+        mixed(&args, &run, reranked).write(&args.output, &args.tag)?;
         (vec![args.output.clone()], pairs.unwrap_or_default())
     };
     let scoring_secs = scoring.elapsed().as_secs_f64();
@@ -201,10 +213,20 @@ fn progress_bar(pairs: Option<usize>) -> ProgressBar {
     }
 }
 
+/// The reranked run as written: mixed with the first stage's scores under --interpolate.
+fn mixed(args: &RerankArgs, first_stage: &Run, reranked: Run) -> Run {
+    if args.interpolate > 0.0 {
+        interpolate(&reranked, first_stage, args.interpolate)
+    } else {
+        reranked
+    }
+}
+
 /// Scores documents as passages and writes one run per --doc-mode; returns the files written
 /// and the passages scored.
 fn score_documents(
     args: &RerankArgs,
+    first_stage: &Run,
     reranker: &Reranker,
     todo: &[Candidates<'_>],
     windows: Windows,
@@ -242,7 +264,7 @@ fn score_documents(
         );
     }
     let mut written = Vec::new();
-    for (run, mode) in runs.iter().zip(&args.doc_mode) {
+    for (run, mode) in runs.into_iter().zip(&args.doc_mode) {
         let path = if args.doc_mode.len() == 1 {
             args.output.clone()
         } else {
@@ -250,7 +272,7 @@ fn score_documents(
             name.push(format!(".{mode}"));
             PathBuf::from(name)
         };
-        run.write(&path, &args.tag)?;
+        mixed(args, first_stage, run).write(&path, &args.tag)?;
         written.push(path);
     }
     Ok((written, count.passages))

@@ -165,22 +165,28 @@ impl Slice {
     }
 
     fn rerank_on(&self, model: &Path, output: &Path, device: &str) -> Output {
-        tinyrank(&[
-            "rerank",
-            "--model",
-            path(model),
-            "--queries",
-            path(&self.file("queries.tsv")),
-            "--collection",
-            path(&self.file("collection.tsv")),
-            "--run",
-            path(&self.file("bm25.run")),
-            "--output",
-            path(output),
-            "--device",
-            device,
-        ])
+        let mut args = slice_rerank_args(self, model, output);
+        args.extend(["--device".to_string(), device.to_string()]);
+        tinyrank(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
+}
+
+/// `rerank` of the slice's BM25 run by `model` into `output`, for a test to add flags to.
+fn slice_rerank_args(slice: &Slice, model: &Path, output: &Path) -> Vec<String> {
+    let file = |name: &str| path(&slice.file(name)).to_string();
+    vec![
+        "rerank".into(),
+        "--model".into(),
+        path(model).into(),
+        "--queries".into(),
+        file("queries.tsv"),
+        "--collection".into(),
+        file("collection.tsv"),
+        "--run".into(),
+        file("bm25.run"),
+        "--output".into(),
+        path(output).into(),
+    ]
 }
 
 fn tiny_model() -> PathBuf {
@@ -226,6 +232,40 @@ fn rerank_writes_a_trec_run_that_eval_reads() {
     );
     let v = eval_json(&slice.file("qrels.txt"), &output, &["--judged-in-run-only"]);
     assert_eq!(v["queries"], 3);
+}
+
+/// `--interpolate 1` gives the first stage's order back (as trec_eval ranks it: score, then
+/// document id, descending); a weight outside 0..1 is refused.
+#[test]
+fn rerank_interpolates_with_the_first_stage() {
+    let slice = Slice::new();
+    let output = slice.file("mixed.run");
+    let mut args = slice_rerank_args(&slice, &tiny_model(), &output);
+    args.extend(["--interpolate".to_string(), "1".to_string()]);
+    let out = tinyrank(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let order = |p: &Path| -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(p).unwrap();
+        let mut rows: Vec<(String, f64, String)> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f[0].to_string(), f[4].parse().unwrap(), f[2].to_string())
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(b.2.cmp(&a.2)));
+        rows.into_iter().map(|(q, _, d)| (q, d)).collect()
+    };
+    assert_eq!(order(&output), order(&slice.file("bm25.run")));
+
+    let mut args = slice_rerank_args(&slice, &tiny_model(), &slice.file("bad.run"));
+    args.extend(["--interpolate".to_string(), "1.5".to_string()]);
+    let out = tinyrank(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_rejected(&out, &["--interpolate 1.5"]);
 }
 
 #[test]

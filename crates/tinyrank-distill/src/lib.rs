@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod data;
 pub mod examples;
+pub mod fusion;
 pub mod losses;
 pub mod metrics;
 pub mod mining;
