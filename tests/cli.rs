@@ -10,9 +10,9 @@ use std::process::{Command, Output};
 use common::*;
 use tinyrank_core::Checkpoint;
 use tinyrank_core::burn::tensor::Device;
-use tinyrank_distill::data::TextTable;
+use tinyrank_distill::data::{Run, TextTable};
 
-fn tinyrank(args: &[&str]) -> Output {
+fn tinyrank(args: &[impl AsRef<std::ffi::OsStr>]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tinyrank"))
         .args(args)
         .output()
@@ -167,7 +167,7 @@ impl Slice {
     fn rerank_on(&self, model: &Path, output: &Path, device: &str) -> Output {
         let mut args = slice_rerank_args(self, model, output);
         args.extend(["--device".to_string(), device.to_string()]);
-        tinyrank(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        tinyrank(&args)
     }
 }
 
@@ -242,29 +242,22 @@ fn rerank_interpolates_with_the_first_stage() {
     let output = slice.file("mixed.run");
     let mut args = slice_rerank_args(&slice, &tiny_model(), &output);
     args.extend(["--interpolate".to_string(), "1".to_string()]);
-    let out = tinyrank(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = tinyrank(&args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let order = |p: &Path| -> Vec<(String, String)> {
-        let text = std::fs::read_to_string(p).unwrap();
-        let mut rows: Vec<(String, f64, String)> = text
-            .lines()
-            .map(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                (f[0].to_string(), f[4].parse().unwrap(), f[2].to_string())
-            })
-            .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(b.2.cmp(&a.2)));
-        rows.into_iter().map(|(q, _, d)| (q, d)).collect()
+    let order = |p: &Path| -> Vec<Vec<String>> {
+        let run = Run::read(p).unwrap();
+        let ranked = |q: &String| run.ranked(q).iter().map(|e| e.doc_id.clone()).collect();
+        run.query_ids.iter().map(ranked).collect()
     };
     assert_eq!(order(&output), order(&slice.file("bm25.run")));
 
     let mut args = slice_rerank_args(&slice, &tiny_model(), &slice.file("bad.run"));
     args.extend(["--interpolate".to_string(), "1.5".to_string()]);
-    let out = tinyrank(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = tinyrank(&args);
     assert_rejected(&out, &["--interpolate 1.5"]);
 }
 

@@ -120,11 +120,29 @@ impl<'a> Mean<'a> {
             .collect()
     }
 
-    fn mismatch(&self, i: usize, name: &str, got: &[usize], want: &[usize]) -> Error {
-        Error::Input(format!(
-            "cannot average: {}'s {name} has shape {got:?}, {}'s {want:?}",
-            self.origins[i], self.origins[0]
-        ))
+    /// The mean of `name` over the models; `value` takes a parameter's tensor out of its
+    /// [`ParamRef`] (None: a matrix where a vector was asked for, or the other way round).
+    fn mean<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        value: impl Fn(&ParamRef<'a>) -> Option<Tensor<D>>,
+    ) -> Result<Tensor<D>, Error> {
+        let each = self.each(name)?;
+        let mut sum = Tensor::<D>::zeros(shape, &self.device);
+        for (i, param) in each.iter().enumerate() {
+            let value = value(param);
+            let dims = value.as_ref().map(|v| v.dims());
+            let (Some(value), true) = (value, dims == Some(shape)) else {
+                let got = dims.map_or_else(|| "another kind".into(), |d| format!("{d:?}"));
+                return Err(Error::Input(format!(
+                    "cannot average: {}'s {name} has shape {got}, {}'s {shape:?}",
+                    self.origins[i], self.origins[0]
+                )));
+            };
+            sum = sum + value;
+        }
+        Ok(sum / each.len() as f32)
     }
 }
 
@@ -134,34 +152,16 @@ impl ParamSource for Mean<'_> {
     }
 
     fn matrix(&mut self, name: &str, shape: [usize; 2], _: bool) -> Result<Tensor<2>, Error> {
-        let mut sum = Tensor::<2>::zeros(shape, &self.device);
-        let each = self.each(name)?;
-        for (i, param) in each.iter().enumerate() {
-            let ParamRef::Matrix { param, .. } = param else {
-                return Err(self.mismatch(i, name, &[], &shape));
-            };
-            let value = param.val();
-            if value.dims() != shape {
-                return Err(self.mismatch(i, name, &value.dims(), &shape));
-            }
-            sum = sum + value;
-        }
-        Ok(sum / each.len() as f32)
+        self.mean(name, shape, |param| match param {
+            ParamRef::Matrix { param, .. } => Some(param.val()),
+            ParamRef::Vector(_) => None,
+        })
     }
 
     fn vector(&mut self, name: &str, len: usize, _: f32) -> Result<Tensor<1>, Error> {
-        let mut sum = Tensor::<1>::zeros([len], &self.device);
-        let each = self.each(name)?;
-        for (i, param) in each.iter().enumerate() {
-            let ParamRef::Vector(param) = param else {
-                return Err(self.mismatch(i, name, &[], &[len]));
-            };
-            let value = param.val();
-            if value.dims() != [len] {
-                return Err(self.mismatch(i, name, &value.dims(), &[len]));
-            }
-            sum = sum + value;
-        }
-        Ok(sum / each.len() as f32)
+        self.mean(name, [len], |param| match param {
+            ParamRef::Vector(param) => Some(param.val()),
+            ParamRef::Matrix { .. } => None,
+        })
     }
 }
