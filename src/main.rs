@@ -74,6 +74,14 @@ struct DeviceArgs {
     pub(crate) device: DeviceChoice,
 }
 
+/// Parses a mixing weight (`--interpolate`, `--prior-teacher`): a number from 0 to 1.
+fn weight(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(w) if (0.0..=1.0).contains(&w) => Ok(w),
+        _ => Err("expected a weight from 0 to 1".into()),
+    }
+}
+
 /// The texts a run's ids refer to.
 #[derive(Args)]
 struct TextArgs {

@@ -54,7 +54,7 @@ pub struct RerankArgs {
     /// Mix in the run's own scores: rank by (1 - W) x the reranker's + W x the run's, each
     /// standardised over the query's reranked candidates; 0 ranks by the reranker alone. Keeps a
     /// strong first stage's say over a long list (docs/results.md, "A better teacher").
-    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    #[arg(long, default_value_t = 0.0, value_name = "W", value_parser = crate::weight)]
     interpolate: f64,
     /// Run tag written in the last column.
     #[arg(long, default_value = "tinyrank")]
@@ -125,12 +125,6 @@ pub fn run_rerank(args: RerankArgs) -> Result<()> {
     let run = Run::read(&args.run)?;
     if args.top_k == 0 {
         bail!("--top-k must be at least 1");
-    }
-    if !(0.0..=1.0).contains(&args.interpolate) {
-        bail!(
-            "--interpolate {}: expected a weight from 0 to 1",
-            args.interpolate
-        );
     }
     let documents = !args.doc_mode.is_empty();
     let empty = if documents {

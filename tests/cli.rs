@@ -258,7 +258,7 @@ fn rerank_interpolates_with_the_first_stage() {
     let mut args = slice_rerank_args(&slice, &tiny_model(), &slice.file("bad.run"));
     args.extend(["--interpolate".to_string(), "1.5".to_string()]);
     let out = tinyrank(&args);
-    assert_rejected(&out, &["--interpolate 1.5"]);
+    assert_rejected(&out, &["'1.5'", "--interpolate", "a weight from 0 to 1"]);
 }
 
 #[test]
@@ -600,8 +600,8 @@ fn small_training_set(dir: &Path) -> PathBuf {
 }
 
 /// A cross-encoder fine-tuned from the pretrained encoder (a teacher in the making): hard
-/// negatives mined by the bi-encoder, graded listwise and prior terms, and the bi-encoder as a
-/// row of the comparison.
+/// negatives mined by the bi-encoder, graded listwise and prior terms (the prior an ensemble of
+/// the bi-encoder and the teacher), and the bi-encoder as a row of the comparison.
 #[test]
 fn distill_fine_tunes_an_encoder_on_mined_negatives_and_bi_encoder_scores() {
     let out = tempfile::tempdir().unwrap();
@@ -623,6 +623,8 @@ fn distill_fine_tunes_an_encoder_on_mined_negatives_and_bi_encoder_scores() {
         "4",
         "--mine-top-k",
         "4",
+        "--prior-teacher",
+        "0.5",
         "--group-size",
         "4",
         "--batch-size",
@@ -649,6 +651,7 @@ fn distill_fine_tunes_an_encoder_on_mined_negatives_and_bi_encoder_scores() {
         .and_then(|n| n.parse().ok())
         .unwrap();
     assert!(mined > 0, "{stderr}");
+    assert!(stderr.contains("mixed in at 0.5"), "{stderr}");
     assert!(stdout.contains("| bi-encoder |"), "{stdout}");
     assert!(stdout.contains("| student (fine-tune) |"), "{stdout}");
     let log = std::fs::read_to_string(run_dir.join("log.jsonl")).unwrap();
@@ -663,6 +666,8 @@ fn distill_fine_tunes_an_encoder_on_mined_negatives_and_bi_encoder_scores() {
     let missing = out.path().join("no-bi-encoder");
     let bad_args = [&args[..], &["--bi-encoder", path(&missing)]].concat();
     assert_rejected(&tinyrank(&bad_args), &["no-bi-encoder"]);
+    let other_method = args.map(|a| if a == "fine-tune" { "simplified" } else { a });
+    assert_rejected(&tinyrank(&other_method), &["--prior-teacher", "fine-tune"]);
 }
 
 /// A dense first stage: every passage of the collection ranked by the bi-encoder, written as a

@@ -1,14 +1,16 @@
 //! The bi-encoder of `--bi-encoder`: hard negatives mined over the training collections, every
 //! pair's prior score, and its own ranking as a row of the evaluation table.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tinyrank_core::BiEncoder;
 use tinyrank_core::bi_encoder::{BI_ENCODER_MAX_LEN, dot};
+use tinyrank_core::{BiEncoder, Reranker};
 use tinyrank_distill::augment::Pool;
-use tinyrank_distill::mining::{DenseIndex, merge_by_query, mined_examples, set_priors};
+use tinyrank_distill::mining::{
+    DenseIndex, blend_priors, merge_by_query, mined_examples, set_priors,
+};
 use tinyrank_distill::rerank::EvalSet;
 use tinyrank_distill::train::Method;
 
@@ -110,4 +112,25 @@ impl BiEncoderData {
             pairs_per_sec: None,
         })
     }
+}
+
+/// --prior-teacher: mixes the teacher's scores of every training pair into the bi-encoder's
+/// priors (after [`BiEncoderData::apply`]).
+pub(super) fn blend_teacher(
+    data: &mut TrainingData,
+    teacher: &Reranker,
+    weight: f64,
+    dir: &Path,
+) -> Result<()> {
+    let started = Instant::now();
+    blend_priors(&mut data.examples, teacher, weight)?;
+    eprintln!(
+        "priors: the teacher {} scored {} pairs in {:.1} s, mixed in at {weight}",
+        dir.display(),
+        data.examples.len(),
+        started.elapsed().as_secs_f64()
+    );
+    data.sources
+        .push(format!("priors mixed with {} at {weight}", dir.display()));
+    Ok(())
 }

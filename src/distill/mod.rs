@@ -21,7 +21,7 @@ use tinyrank_core::{
 use tinyrank_distill::augment::SpanWords;
 use tinyrank_distill::rerank::EvalSet;
 use tinyrank_distill::student::{StudentSpec, build_student};
-use tinyrank_distill::train::{RunIdentity, TrainConfig, TrainSetup};
+use tinyrank_distill::train::{Method, RunIdentity, TrainConfig, TrainSetup};
 
 use self::bi_encoder::BiEncoderData;
 pub use self::data::DocPassages;
@@ -100,6 +100,11 @@ pub struct DistillArgs {
     /// temperature 0.05 such bi-encoders are trained at).
     #[arg(long, default_value_t = 20.0)]
     bi_encoder_scale: f32,
+    /// Fine-tune's prior as an ensemble: the bi-encoder's scores mixed, query by query, with
+    /// the --teacher's at this weight (standardised, on the scale between theirs); 0 keeps the
+    /// bi-encoder's alone (docs/results.md, "A better teacher").
+    #[arg(long, default_value_t = 0.0, value_name = "W", value_parser = crate::weight)]
+    prior_teacher: f64,
     /// Evaluation dataset directory (with qrels.txt) [default: <assets>/data/trec-dl-2019].
     #[arg(long)]
     eval: Option<PathBuf>,
@@ -247,7 +252,11 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     let method = config.method;
     let device = selected.device.clone();
     let teacher_best = data.wants_teacher_filter(args.doc_passages);
-    let teacher = (method.needs_teacher() || evaluation.is_some() || teacher_best)
+    let prior_teacher = args.prior_teacher > 0.0;
+    if prior_teacher && method != Method::FineTune {
+        bail!("--prior-teacher mixes fine-tune's priors: use it with --method fine-tune");
+    }
+    let teacher = (method.needs_teacher() || evaluation.is_some() || teacher_best || prior_teacher)
         .then(|| Checkpoint::load(&paths.teacher, &device))
         .transpose()?;
     let filter = match &teacher {
@@ -258,6 +267,10 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
     let bi = BiEncoderData::load(&args, &paths)?;
     if let Some(bi) = &bi {
         bi.apply(&mut data, &args, &paths)?;
+    }
+    if let Some(t) = teacher.as_ref().filter(|_| prior_teacher) {
+        let cross = scorer(t, &selected, config.max_len)?;
+        bi_encoder::blend_teacher(&mut data, &cross, args.prior_teacher, &paths.teacher)?;
     }
     let per_epoch = config.examples_per_epoch(&data.examples);
     config.steps = match args.steps {

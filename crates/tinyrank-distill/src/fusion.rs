@@ -26,12 +26,12 @@ pub fn interpolate(reranked: &Run, first_stage: &Run, weight: f64) -> Run {
             .map(|e| listed.get(e.doc_id.as_str()).copied().unwrap_or(floor))
             .collect();
         let second: Vec<f64> = entries.iter().map(|e| e.score).collect();
-        let (first, second) = (standardised(&first), standardised(&second));
-        for (i, e) in entries.iter().enumerate() {
+        let mixed = z_mix(&second, &first, weight);
+        for (e, score) in entries.iter().zip(mixed) {
             let entry = RunEntry {
                 doc_id: e.doc_id.clone(),
                 rank: 0,
-                score: (1.0 - weight) * second[i] + weight * first[i],
+                score,
             };
             out.push(qid, entry);
         }
@@ -39,11 +39,40 @@ pub fn interpolate(reranked: &Run, first_stage: &Run, weight: f64) -> Run {
     out
 }
 
-/// `(x - mean) / deviation`; all zeros when every score is the same (or not finite).
-fn standardised(scores: &[f64]) -> Vec<f64> {
+/// One query's candidates scored by two models, mixed as [`interpolate`] mixes them but on the
+/// scale between theirs: the z-score mix times `(1 - weight) * dev(a) + weight * dev(b)`, plus
+/// the same mix of their means. Weight 0 gives `a` back and 1 gives `b`, so a soft-label target
+/// keeps the sharpness of the model it leans to.
+pub fn blend(a: &[f64], b: &[f64], weight: f64) -> Vec<f64> {
+    let ((mean_a, dev_a), (mean_b, dev_b)) = (moments(a), moments(b));
+    let mean = (1.0 - weight) * mean_a + weight * mean_b;
+    let deviation = (1.0 - weight) * dev_a + weight * dev_b;
+    z_mix(a, b, weight)
+        .into_iter()
+        .map(|z| mean + deviation * z)
+        .collect()
+}
+
+/// `(1 - weight) * z(a) + weight * z(b)` element by element.
+fn z_mix(a: &[f64], b: &[f64], weight: f64) -> Vec<f64> {
+    let (a, b) = (standardised(a), standardised(b));
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (1.0 - weight) * x + weight * y)
+        .collect()
+}
+
+/// Mean and deviation (over n) of the scores.
+fn moments(scores: &[f64]) -> (f64, f64) {
     let n = scores.len() as f64;
     let mean = scores.iter().sum::<f64>() / n;
     let deviation = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+    (mean, deviation)
+}
+
+/// `(x - mean) / deviation`; all zeros when every score is the same (or not finite).
+fn standardised(scores: &[f64]) -> Vec<f64> {
+    let (mean, deviation) = moments(scores);
     if !(deviation.is_finite() && deviation > 0.0) {
         return vec![0.0; scores.len()];
     }
@@ -80,5 +109,18 @@ mod tests {
         let mixed = interpolate(&reranked, &partial, 1.0);
         assert_eq!(order(&mixed)[0], "a");
         assert_eq!(mixed.results["q"][1].score, mixed.results["q"][2].score);
+    }
+
+    #[test]
+    fn a_blend_ends_at_either_model_and_mixes_their_scales_between() {
+        let a = [1.0, 2.0, 3.0];
+        let b = [30.0, 10.0, 20.0];
+        let close = |x: &[f64], y: &[f64]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-9);
+        assert!(close(&blend(&a, &b, 0.0), &a));
+        assert!(close(&blend(&a, &b, 1.0), &b));
+        let half = blend(&a, &b, 0.5);
+        // The mean halfway between 2 and 20; the third is second in b and first in a.
+        assert!((half.iter().sum::<f64>() / 3.0 - 11.0).abs() < 1e-9);
+        assert!(half[2] > half[0] && half[0] > half[1]);
     }
 }

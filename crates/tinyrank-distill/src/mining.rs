@@ -9,12 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rayon::prelude::*;
-use tinyrank_core::BiEncoder;
 use tinyrank_core::bi_encoder::dot;
+use tinyrank_core::{BiEncoder, Reranker};
 
 use crate::augment::Pool;
 use crate::data::{DataError, Qrels, TextTable};
 use crate::examples::{Example, judgment};
+use crate::fusion::blend;
 use crate::rerank::DatasetPaths;
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +200,42 @@ pub fn set_priors(
         .collect();
     for (e, prior) in examples.iter_mut().zip(priors) {
         e.prior = Some(prior);
+    }
+    Ok(())
+}
+
+/// Mixes a cross-encoder's scores into every example's prior (set by [`set_priors`] first),
+/// query by query, as [`blend`] mixes two models, `weight` being the cross-encoder's: the soft
+/// labels of an ensemble, which ranks better than either model alone.
+pub fn blend_priors(
+    examples: &mut [Example],
+    cross: &Reranker,
+    weight: f64,
+) -> Result<(), MiningError> {
+    let mut by_query: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, e) in examples.iter().enumerate() {
+        by_query.entry(e.query_id.as_str()).or_default().push(i);
+    }
+    let mut groups: Vec<Vec<usize>> = by_query.into_values().collect();
+    groups.sort_unstable();
+    for group in groups {
+        let query = examples[group[0]].query.clone();
+        let passages: Vec<&str> = group
+            .iter()
+            .map(|&i| examples[i].passage.as_str())
+            .collect();
+        let cross_scores: Vec<f64> = cross
+            .score(&query, &passages)?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let priors: Vec<f64> = group
+            .iter()
+            .map(|&i| examples[i].prior.map_or(0.0, f64::from))
+            .collect();
+        for (&i, prior) in group.iter().zip(blend(&priors, &cross_scores, weight)) {
+            examples[i].prior = Some(prior as f32);
+        }
     }
     Ok(())
 }

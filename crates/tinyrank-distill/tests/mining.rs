@@ -1,6 +1,6 @@
 //! Hard negatives mined by the real all-MiniLM-L6-v2 over a pool of two collections: a judged
 //! passage found under another collection's id keeps its grade (matched by text), and priors
-//! are the bi-encoder's scaled cosine.
+//! are the bi-encoder's scaled cosine, or an ensemble's with the teacher mixed in.
 #![allow(clippy::unwrap_used)] // test helpers unwrap, as #[test] functions may
 
 #[path = "../../../tests/common/mod.rs"]
@@ -9,10 +9,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use tinyrank_core::BiEncoder;
 use tinyrank_core::bi_encoder::{BI_ENCODER_MAX_LEN, dot};
+use tinyrank_core::{BiEncoder, Precision, Reranker};
 use tinyrank_distill::augment::Pool;
-use tinyrank_distill::mining::{DenseIndex, mined_examples, set_priors};
+use tinyrank_distill::mining::{DenseIndex, blend_priors, mined_examples, set_priors};
 
 const ANSWER: &str = "A marathon is a long-distance foot race of 42.195 kilometres (26.2 miles).";
 const NAMESAKE: &str = "The Battle of Marathon was fought in 490 BC between Athens and Persia.";
@@ -82,4 +82,23 @@ fn mined_passages_take_their_grade_by_text_and_priors_are_scaled_cosines() {
     assert!((mined[0].prior.unwrap() - want).abs() < 1e-4);
     let priors: Vec<f32> = mined.iter().map(|e| e.prior.unwrap()).collect();
     assert!(priors.windows(2).all(|w| w[0] >= w[1]), "{priors:?}");
+
+    // Blended with the real teacher: weight 0 keeps the bi-encoder's priors, 1 gives the
+    // teacher's scores, and between them both agree the answer comes first.
+    let teacher = Reranker::load(&teacher_dir(), &cpu(), Precision::F32).unwrap();
+    let texts: Vec<&str> = mined.iter().map(|e| e.passage.as_str()).collect();
+    let scores = teacher.score("how long is a marathon", &texts).unwrap();
+    let blended = |weight: f64| {
+        let mut examples = mined.clone();
+        blend_priors(&mut examples, &teacher, weight).unwrap();
+        examples
+            .iter()
+            .map(|e| e.prior.unwrap())
+            .collect::<Vec<f32>>()
+    };
+    assert!(max_abs_diff(&blended(0.0), &priors) < 1e-4);
+    assert!(max_abs_diff(&blended(1.0), &scores) < 1e-4);
+    let half = blended(0.5);
+    assert!(half[0] > half[1] && half[0] > half[2], "{half:?}");
+    assert!(half != priors && half != scores);
 }
