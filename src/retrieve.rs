@@ -1,15 +1,19 @@
 //! `tinyrank retrieve`: a dense first stage. A bi-encoder embeds every passage of a collection
 //! and ranks them all for each query by cosine similarity; the result is a TREC run that
 //! `rerank` and `eval` read, e.g. to check that a cross-encoder improves a strong first stage.
+//! With `--run` it rescores only each query's candidates in that run instead: the bi-encoder as
+//! a stage between BM25 and a cross-encoder (whose `rerank --interpolate` then mixes both).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tinyrank_core::BiEncoder;
-use tinyrank_core::bi_encoder::BI_ENCODER_MAX_LEN;
-use tinyrank_distill::data::Run;
+use tinyrank_core::bi_encoder::{BI_ENCODER_MAX_LEN, dot};
+use tinyrank_distill::data::{Run, TextTable};
 use tinyrank_distill::mining::DenseIndex;
 
 use crate::TextArgs;
@@ -26,6 +30,10 @@ pub struct RetrieveArgs {
     /// Where the TREC run goes (written whole or not at all).
     #[arg(long)]
     output: PathBuf,
+    /// Score only each query's candidates in this TREC run (all of them), not the whole
+    /// collection.
+    #[arg(long)]
+    run: Option<PathBuf>,
     /// Passages kept per query.
     #[arg(long, default_value_t = 100)]
     top_k: usize,
@@ -41,11 +49,33 @@ pub fn run_retrieve(args: RetrieveArgs) -> Result<()> {
         bail!("--top-k must be at least 1");
     }
     let (queries, collection) = args.texts.read()?;
+    let candidates = args.run.as_deref().map(Run::read).transpose()?;
     let bi = BiEncoder::load(&args.model, args.max_len)
         .with_context(|| format!("loading the bi-encoder {}", args.model.display()))?;
+    let run = match &candidates {
+        Some(candidates) => rescored(&bi, candidates, &queries, &collection, args.top_k)?,
+        None => retrieved(&bi, &queries, &collection, args.top_k)?,
+    };
+    run.write(&args.output, &args.tag)?;
+    eprintln!(
+        "wrote the top {} of {} queries to {}",
+        args.top_k,
+        run.query_ids.len(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// Every query of `queries` against every passage of the collection.
+fn retrieved(
+    bi: &BiEncoder,
+    queries: &TextTable,
+    collection: &TextTable,
+    top_k: usize,
+) -> Result<Run> {
     let started = Instant::now();
     let (ids, texts): (Vec<&str>, Vec<&str>) = collection.iter().unzip();
-    let index = DenseIndex::build(&bi, &texts)?;
+    let index = DenseIndex::build(bi, &texts)?;
     eprintln!(
         "embedded {} passages in {:.1} s",
         index.len(),
@@ -54,16 +84,49 @@ pub fn run_retrieve(args: RetrieveArgs) -> Result<()> {
     let (qids, qtexts): (Vec<&str>, Vec<&str>) = queries.iter().unzip();
     let mut run = Run::default();
     for (qid, vector) in qids.iter().zip(bi.embed(&qtexts)?) {
-        for (i, score) in index.search(&vector, args.top_k) {
+        for (i, score) in index.search(&vector, top_k) {
             run.push_score(qid, ids[i], score);
         }
     }
-    run.write(&args.output, &args.tag)?;
-    eprintln!(
-        "wrote the top {} of {} queries to {}",
-        args.top_k,
-        qids.len(),
-        args.output.display()
-    );
-    Ok(())
+    Ok(run)
+}
+
+/// Each query of `candidates` against its own candidates only; each text is embedded once.
+fn rescored(
+    bi: &BiEncoder,
+    candidates: &Run,
+    queries: &TextTable,
+    collection: &TextTable,
+    top_k: usize,
+) -> Result<Run> {
+    let mut slot: HashMap<&str, usize> = HashMap::new();
+    let mut texts = Vec::new();
+    for qid in &candidates.query_ids {
+        for e in &candidates.results[qid] {
+            if !slot.contains_key(e.doc_id.as_str()) {
+                slot.insert(&e.doc_id, texts.len());
+                texts.push(collection.non_empty(&e.doc_id, "passage")?);
+            }
+        }
+    }
+    let qtexts = (candidates.query_ids.iter())
+        .map(|qid| queries.non_empty(qid, "query"))
+        .collect::<Result<Vec<&str>, _>>()?;
+    let passages = bi.embed(&texts)?;
+    let mut run = Run::default();
+    for (qid, query) in candidates.query_ids.iter().zip(bi.embed(&qtexts)?) {
+        let mut scored: Vec<(&str, f32)> = (candidates.results[qid].iter())
+            .map(|e| {
+                (
+                    e.doc_id.as_str(),
+                    dot(&query, &passages[slot[e.doc_id.as_str()]]),
+                )
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (doc, score) in scored.into_iter().take(top_k) {
+            run.push_score(qid, doc, score);
+        }
+    }
+    Ok(run)
 }

@@ -719,6 +719,39 @@ fn retrieve_ranks_a_whole_collection_with_the_bi_encoder() {
         .unwrap();
     assert_eq!((lines[0][0], lines[0][2]), (qid, ids[best]));
     eval_json(&data.join("qrels.txt"), &output, &[]);
+
+    // --run: only each query's BM25 candidates, rescored, the best of them first.
+    let bm25_path = data.join("bm25.run");
+    let bm25 = Run::read(&bm25_path).unwrap();
+    let rescored_path = dir.path().join("rescored.run");
+    let with_run: Vec<&str> = (args.iter())
+        .map(|&a| {
+            if a == path(&output) {
+                path(&rescored_path)
+            } else {
+                a
+            }
+        })
+        .chain(["--run", path(&bm25_path)])
+        .collect();
+    succeeds(&with_run);
+    let rescored = Run::read(&rescored_path).unwrap();
+    let candidates =
+        |q: &str| -> Vec<&str> { bm25.results[q].iter().map(|e| e.doc_id.as_str()).collect() };
+    let mine = candidates(qid);
+    let best_candidate = (0..ids.len())
+        .filter(|&i| mine.contains(&ids[i]))
+        .max_by(|&a, &b| sims[a].total_cmp(&sims[b]))
+        .unwrap();
+    assert_eq!(rescored.ranked(qid)[0].doc_id, ids[best_candidate]);
+    for q in &bm25.query_ids {
+        let kept = rescored.ranked(q);
+        assert_eq!(kept.len(), 5);
+        assert!(
+            kept.iter()
+                .all(|e| candidates(q).contains(&e.doc_id.as_str()))
+        );
+    }
 }
 
 /// The whole `distill` job on the tiny test checkpoints: train, export, compare, and a second run
