@@ -4,10 +4,9 @@
 //! With `--run` it rescores only each query's candidates in that run instead: the bi-encoder as
 //! a stage between BM25 and a cross-encoder (whose `rerank --interpolate` then mixes both).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
-
-use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -49,12 +48,16 @@ pub fn run_retrieve(args: RetrieveArgs) -> Result<()> {
         bail!("--top-k must be at least 1");
     }
     let (queries, collection) = args.texts.read()?;
+    // Every text a --run names is looked up before the model loads.
     let candidates = args.run.as_deref().map(Run::read).transpose()?;
+    let texts = (candidates.as_ref())
+        .map(|run| CandidateTexts::of(run, &queries, &collection))
+        .transpose()?;
     let bi = BiEncoder::load(&args.model, args.max_len)
         .with_context(|| format!("loading the bi-encoder {}", args.model.display()))?;
-    let run = match &candidates {
-        Some(candidates) => rescored(&bi, candidates, &queries, &collection, args.top_k)?,
-        None => retrieved(&bi, &queries, &collection, args.top_k)?,
+    let run = match (&candidates, &texts) {
+        (Some(candidates), Some(texts)) => rescored(&bi, candidates, texts, args.top_k)?,
+        _ => retrieved(&bi, &queries, &collection, args.top_k)?,
     };
     run.write(&args.output, &args.tag)?;
     eprintln!(
@@ -91,36 +94,44 @@ fn retrieved(
     Ok(run)
 }
 
-/// Each query of `candidates` against its own candidates only; each text is embedded once.
-fn rescored(
-    bi: &BiEncoder,
-    candidates: &Run,
-    queries: &TextTable,
-    collection: &TextTable,
-    top_k: usize,
-) -> Result<Run> {
-    let mut slot: HashMap<&str, usize> = HashMap::new();
-    let mut texts = Vec::new();
-    for qid in &candidates.query_ids {
-        for e in &candidates.results[qid] {
-            if !slot.contains_key(e.doc_id.as_str()) {
-                slot.insert(&e.doc_id, texts.len());
-                texts.push(collection.non_empty(&e.doc_id, "passage")?);
+/// The texts of a run's queries and of its passages, each passage once.
+struct CandidateTexts<'a> {
+    queries: Vec<&'a str>,
+    passages: Vec<&'a str>,
+    slot: HashMap<&'a str, usize>,
+}
+
+impl<'a> CandidateTexts<'a> {
+    fn of(run: &'a Run, queries: &'a TextTable, collection: &'a TextTable) -> Result<Self> {
+        let mut texts = Self {
+            queries: Vec::new(),
+            passages: Vec::new(),
+            slot: HashMap::new(),
+        };
+        for qid in &run.query_ids {
+            texts.queries.push(queries.non_empty(qid, "query")?);
+            for e in &run.results[qid] {
+                if !texts.slot.contains_key(e.doc_id.as_str()) {
+                    texts.slot.insert(&e.doc_id, texts.passages.len());
+                    texts
+                        .passages
+                        .push(collection.non_empty(&e.doc_id, "passage")?);
+                }
             }
         }
+        Ok(texts)
     }
-    let qtexts = (candidates.query_ids.iter())
-        .map(|qid| queries.non_empty(qid, "query"))
-        .collect::<Result<Vec<&str>, _>>()?;
-    let passages = bi.embed(&texts)?;
+}
+
+/// Each query of `candidates` against its own candidates only.
+fn rescored(bi: &BiEncoder, candidates: &Run, texts: &CandidateTexts, top_k: usize) -> Result<Run> {
+    let passages = bi.embed(&texts.passages)?;
     let mut run = Run::default();
-    for (qid, query) in candidates.query_ids.iter().zip(bi.embed(&qtexts)?) {
+    for (qid, query) in candidates.query_ids.iter().zip(bi.embed(&texts.queries)?) {
         let mut scored: Vec<(&str, f32)> = (candidates.results[qid].iter())
             .map(|e| {
-                (
-                    e.doc_id.as_str(),
-                    dot(&query, &passages[slot[e.doc_id.as_str()]]),
-                )
+                let passage = &passages[texts.slot[e.doc_id.as_str()]];
+                (e.doc_id.as_str(), dot(&query, passage))
             })
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -752,6 +752,16 @@ fn retrieve_ranks_a_whole_collection_with_the_bi_encoder() {
                 .all(|e| candidates(q).contains(&e.doc_id.as_str()))
         );
     }
+    // A candidate the collection lacks fails before the model loads, naming the file.
+    let stray = dir.path().join("stray.run");
+    std::fs::write(&stray, format!("{qid} Q0 no-such-passage 1 1.0 x\n")).unwrap();
+    let with_stray: Vec<&str> = (args.iter().copied())
+        .chain(["--run", path(&stray)])
+        .collect();
+    assert_rejected(
+        &tinyrank(&with_stray),
+        &["collection.tsv", "no passage with id no-such-passage"],
+    );
 }
 
 /// The whole `distill` job on the tiny test checkpoints: train, export, compare, and a second run
