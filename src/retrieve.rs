@@ -55,9 +55,9 @@ pub fn run_retrieve(args: RetrieveArgs) -> Result<()> {
         .transpose()?;
     let bi = BiEncoder::load(&args.model, args.max_len)
         .with_context(|| format!("loading the bi-encoder {}", args.model.display()))?;
-    let run = match (&candidates, &texts) {
-        (Some(candidates), Some(texts)) => rescored(&bi, candidates, texts, args.top_k)?,
-        _ => retrieved(&bi, &queries, &collection, args.top_k)?,
+    let run = match &texts {
+        Some(texts) => rescored(&bi, texts, args.top_k)?,
+        None => retrieved(&bi, &queries, &collection, args.top_k)?,
     };
     run.write(&args.output, &args.tag)?;
     eprintln!(
@@ -94,8 +94,9 @@ fn retrieved(
     Ok(run)
 }
 
-/// The texts of a run's queries and of its passages, each passage once.
+/// A run with the texts of its queries and of its passages, each passage once.
 struct CandidateTexts<'a> {
+    run: &'a Run,
     queries: Vec<&'a str>,
     passages: Vec<&'a str>,
     slot: HashMap<&'a str, usize>,
@@ -104,6 +105,7 @@ struct CandidateTexts<'a> {
 impl<'a> CandidateTexts<'a> {
     fn of(run: &'a Run, queries: &'a TextTable, collection: &'a TextTable) -> Result<Self> {
         let mut texts = Self {
+            run,
             queries: Vec::new(),
             passages: Vec::new(),
             slot: HashMap::new(),
@@ -123,8 +125,9 @@ impl<'a> CandidateTexts<'a> {
     }
 }
 
-/// Each query of `candidates` against its own candidates only.
-fn rescored(bi: &BiEncoder, candidates: &Run, texts: &CandidateTexts, top_k: usize) -> Result<Run> {
+/// Each query of the run against its own candidates only.
+fn rescored(bi: &BiEncoder, texts: &CandidateTexts, top_k: usize) -> Result<Run> {
+    let candidates = texts.run;
     let passages = bi.embed(&texts.passages)?;
     let mut run = Run::default();
     for (qid, query) in candidates.query_ids.iter().zip(bi.embed(&texts.queries)?) {

@@ -158,6 +158,23 @@ pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
+/// The index ranges of consecutive examples that share `key` (a query's candidates are one run:
+/// every reader keeps them together).
+pub(crate) fn runs_of<'a, K: PartialEq + 'a>(
+    examples: &'a [Example],
+    key: impl Fn(&'a Example) -> K + 'a,
+) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let first = examples.get(start)?;
+        let k = key(first);
+        let len = examples[start..].iter().take_while(|e| key(e) == k).count();
+        let range = start..start + len;
+        start += len;
+        Some(range)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

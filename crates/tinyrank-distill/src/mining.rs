@@ -14,7 +14,7 @@ use tinyrank_core::{BiEncoder, Reranker};
 
 use crate::augment::Pool;
 use crate::data::{DataError, Qrels, TextTable};
-use crate::examples::{Example, judgment};
+use crate::examples::{Example, judgment, runs_of};
 use crate::fusion::blend;
 use crate::rerank::DatasetPaths;
 
@@ -205,36 +205,29 @@ pub fn set_priors(
 }
 
 /// Mixes a cross-encoder's scores into every example's prior (set by [`set_priors`] first),
-/// query by query, as [`blend`] mixes two models, `weight` being the cross-encoder's: the soft
+/// query by query (each query's run of examples, as training groups them), as [`blend`] mixes two models, `weight` being the cross-encoder's: the soft
 /// labels of an ensemble, which ranks better than either model alone.
 pub fn blend_priors(
     examples: &mut [Example],
     cross: &Reranker,
     weight: f64,
 ) -> Result<(), MiningError> {
-    let mut by_query: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, e) in examples.iter().enumerate() {
-        by_query.entry(e.query_id.as_str()).or_default().push(i);
-    }
-    let mut groups: Vec<Vec<usize>> = by_query.into_values().collect();
-    groups.sort_unstable();
-    for group in groups {
-        let query = examples[group[0]].query.clone();
-        let passages: Vec<&str> = group
-            .iter()
-            .map(|&i| examples[i].passage.as_str())
-            .collect();
+    let runs: Vec<_> = runs_of(examples, |e| &e.query_id).collect();
+    for run in runs {
+        let group = &examples[run.clone()];
+        let passages: Vec<&str> = group.iter().map(|e| e.passage.as_str()).collect();
         let cross_scores: Vec<f64> = cross
-            .score(&query, &passages)?
+            .score(&group[0].query, &passages)?
             .into_iter()
             .map(f64::from)
             .collect();
         let priors: Vec<f64> = group
             .iter()
-            .map(|&i| examples[i].prior.map_or(0.0, f64::from))
+            .map(|e| e.prior.map_or(0.0, f64::from))
             .collect();
-        for (&i, prior) in group.iter().zip(blend(&priors, &cross_scores, weight)) {
-            examples[i].prior = Some(prior as f32);
+        let blended = blend(&priors, &cross_scores, weight);
+        for (e, prior) in examples[run].iter_mut().zip(blended) {
+            e.prior = Some(prior as f32);
         }
     }
     Ok(())

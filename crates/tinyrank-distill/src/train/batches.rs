@@ -6,7 +6,7 @@ use tinyrank_core::{Cut, Encoded, PairTokenizer};
 
 use super::TrainError;
 use super::config::TrainConfig;
-use crate::examples::{Example, epoch_order};
+use crate::examples::{Example, epoch_order, runs_of};
 
 /// The order in which units are visited: epoch after epoch, each a seeded permutation.
 pub(super) struct EpochOrders {
@@ -62,22 +62,6 @@ pub(super) fn make_units(examples: &[Example], group: usize, seed: u64) -> Vec<V
         }
     }
     units
-}
-
-/// The index ranges of consecutive examples that share `key`.
-fn runs_of<'a, K: PartialEq + 'a>(
-    examples: &'a [Example],
-    key: impl Fn(&'a Example) -> K + 'a,
-) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
-    let mut start = 0;
-    std::iter::from_fn(move || {
-        let first = examples.get(start)?;
-        let k = key(first);
-        let len = examples[start..].iter().take_while(|e| key(e) == k).count();
-        let range = start..start + len;
-        start += len;
-        Some(range)
-    })
 }
 
 pub(super) fn encode_examples(
