@@ -219,6 +219,127 @@ fn plan(args: &DistillArgs, paths: &Paths, device: &SelectedDevice) -> (TrainCon
     (config, train_top_k, augment)
 }
 
+/// Everything the run reads before a model loads, so bad input fails first.
+struct Inputs {
+    paths: Paths,
+    selected: SelectedDevice,
+    config: TrainConfig,
+    data: TrainingData,
+    evaluation: Option<EvalSet>,
+    dev: Option<EvalSet>,
+    spec: StudentSpec,
+}
+
+impl Inputs {
+    fn read(args: &DistillArgs) -> Result<Self> {
+        let paths = Paths::resolve(args)?;
+        // The device decides the recipe, and so what data to read.
+        let selected = select_device(args.device.device)?;
+        eprintln!("device: {}", selected.description);
+        let (config, train_top_k, augment) = plan(args, &paths, &selected);
+        if args.prior_teacher > 0.0 && config.method != Method::FineTune {
+            bail!("--prior-teacher mixes fine-tune's priors: use it with --method fine-tune");
+        }
+        let spec = args.student.parse().map_err(anyhow::Error::msg)?;
+        let data = TrainingData::read(args, &paths, train_top_k, augment)?;
+        let evaluation = (!args.no_eval)
+            .then(|| EvalSet::read(&paths.eval, args.eval_top_k))
+            .transpose()?;
+        let dev = args
+            .dev
+            .as_ref()
+            .map(|d| EvalSet::read(d, args.dev_top_k))
+            .transpose()?;
+        Ok(Self {
+            paths,
+            selected,
+            config,
+            data,
+            evaluation,
+            dev,
+            spec,
+        })
+    }
+}
+
+/// The teacher, loaded when anything uses it: training, the evaluation, the choice of a
+/// document's passages or fine-tune's ensemble prior.
+fn load_teacher(args: &DistillArgs, inputs: &Inputs) -> Result<Option<Checkpoint>> {
+    let wanted = inputs.config.method.needs_teacher()
+        || inputs.evaluation.is_some()
+        || inputs.data.wants_teacher_filter(args.doc_passages)
+        || args.prior_teacher > 0.0;
+    let load = || Checkpoint::load(&inputs.paths.teacher, &inputs.selected.device);
+    Ok(wanted.then(load).transpose()?)
+}
+
+/// Completes the examples with what needs a model: documents' passages (filtered by the
+/// teacher when asked), the bi-encoder's mined negatives and priors, and the teacher's share
+/// of those priors. Returns the bi-encoder, a baseline of the evaluation.
+fn finish_examples(
+    args: &DistillArgs,
+    inputs: &mut Inputs,
+    teacher: Option<&Checkpoint>,
+) -> Result<Option<BiEncoderData>> {
+    let max_len = inputs.config.max_len;
+    let filter = match teacher {
+        Some(t) if inputs.data.wants_teacher_filter(args.doc_passages) => {
+            Some(scorer(t, &inputs.selected, max_len)?)
+        }
+        _ => None,
+    };
+    inputs.data.merge_documents(filter.as_ref())?;
+    let bi = BiEncoderData::load(args, &inputs.paths)?;
+    if let Some(bi) = &bi {
+        bi.apply(&mut inputs.data, args, &inputs.paths)?;
+    }
+    if let Some(t) = teacher.filter(|_| args.prior_teacher > 0.0) {
+        let cross = scorer(t, &inputs.selected, max_len)?;
+        let dir = &inputs.paths.teacher;
+        bi_encoder::blend_teacher(&mut inputs.data, &cross, args.prior_teacher, dir)?;
+    }
+    Ok(bi)
+}
+
+/// --steps, else the steps --epochs of the examples take.
+fn steps(args: &DistillArgs, config: &TrainConfig, data: &TrainingData) -> usize {
+    let per_epoch = config.examples_per_epoch(&data.examples);
+    if config.skip_idle {
+        eprintln!(
+            "--skip-idle: {per_epoch} of {} examples are in units some loss term learns from",
+            data.examples.len()
+        );
+    }
+    args.steps
+        .unwrap_or_else(|| config.steps_for_epochs(args.epochs, per_epoch))
+}
+
+/// One line on what trains what, on how much, before the first step.
+fn describe(
+    args: &DistillArgs,
+    inputs: &Inputs,
+    teacher: Option<&Checkpoint>,
+    student: &Checkpoint,
+) {
+    let config = &inputs.config;
+    eprintln!(
+        "teacher {} ({} layers, {} hidden) -> student {} ({} layers, {} hidden); {} with {} \
+         examples, {} steps of {} pairs, max length {} (--max-len; training costs grow with \
+         length, so half of rerank's {DEFAULT_MAX_LEN})",
+        inputs.paths.teacher.display(),
+        teacher.map_or(0, |t| t.model.num_layers()),
+        teacher.map_or(0, |t| t.model.hidden_size()),
+        args.student,
+        student.model.num_layers(),
+        student.model.hidden_size(),
+        config.method,
+        inputs.data.examples.len(),
+        config.steps,
+        config.pairs_per_step(),
+        config.max_len
+    );
+}
+
 fn scorer(checkpoint: &Checkpoint, device: &SelectedDevice, max_len: usize) -> Result<Reranker> {
     let mut reranker = Reranker::new(
         checkpoint.model.clone(),
@@ -231,103 +352,21 @@ fn scorer(checkpoint: &Checkpoint, device: &SelectedDevice, max_len: usize) -> R
 }
 
 pub fn run_distill(args: DistillArgs) -> Result<()> {
-    let paths = Paths::resolve(&args)?;
-    // The device decides the recipe, and so what data to read; no model loads yet.
-    let selected = select_device(args.device.device)?;
-    eprintln!("device: {}", selected.description);
-    let (mut config, train_top_k, augment) = plan(&args, &paths, &selected);
-
-    // Data first: bad input fails before any model loads.
-    let mut data = TrainingData::read(&args, &paths, train_top_k, augment)?;
-    let evaluation = (!args.no_eval)
-        .then(|| EvalSet::read(&paths.eval, args.eval_top_k))
-        .transpose()?;
-    let dev = args
-        .dev
-        .as_ref()
-        .map(|d| EvalSet::read(d, args.dev_top_k))
-        .transpose()?;
-    let spec: StudentSpec = args.student.parse().map_err(anyhow::Error::msg)?;
-
-    let method = config.method;
-    let device = selected.device.clone();
-    let teacher_best = data.wants_teacher_filter(args.doc_passages);
-    let prior_teacher = args.prior_teacher > 0.0;
-    if prior_teacher && method != Method::FineTune {
-        bail!("--prior-teacher mixes fine-tune's priors: use it with --method fine-tune");
-    }
-    let teacher = (method.needs_teacher() || evaluation.is_some() || teacher_best || prior_teacher)
-        .then(|| Checkpoint::load(&paths.teacher, &device))
-        .transpose()?;
-    let filter = match &teacher {
-        Some(t) if teacher_best => Some(scorer(t, &selected, config.max_len)?),
-        _ => None,
-    };
-    data.merge_documents(filter.as_ref())?;
-    let bi = BiEncoderData::load(&args, &paths)?;
-    if let Some(bi) = &bi {
-        bi.apply(&mut data, &args, &paths)?;
-    }
-    if let Some(t) = teacher.as_ref().filter(|_| prior_teacher) {
-        let cross = scorer(t, &selected, config.max_len)?;
-        bi_encoder::blend_teacher(&mut data, &cross, args.prior_teacher, &paths.teacher)?;
-    }
-    let per_epoch = config.examples_per_epoch(&data.examples);
-    config.steps = match args.steps {
-        Some(steps) => steps,
-        None => config.steps_for_epochs(args.epochs, per_epoch),
-    };
-    if config.skip_idle {
-        eprintln!(
-            "--skip-idle: {per_epoch} of {} examples are in units some loss term learns from",
-            data.examples.len()
-        );
-    }
-    let student = build_student(&spec, &paths.teacher, &device.clone().autodiff())?;
-    eprintln!(
-        "teacher {} ({} layers, {} hidden) -> student {} ({} layers, {} hidden); {} with {} \
-         examples, {} steps of {} pairs, max length {} (--max-len; training costs grow with \
-         length, so half of rerank's {DEFAULT_MAX_LEN})",
-        paths.teacher.display(),
-        teacher.as_ref().map_or(0, |t| t.model.num_layers()),
-        teacher.as_ref().map_or(0, |t| t.model.hidden_size()),
-        args.student,
-        student.model.num_layers(),
-        student.model.hidden_size(),
-        method,
-        data.examples.len(),
-        config.steps,
-        config.pairs_per_step(),
-        config.max_len
-    );
-
+    let mut inputs = Inputs::read(&args)?;
+    let teacher = load_teacher(&args, &inputs)?;
+    let bi = finish_examples(&args, &mut inputs, teacher.as_ref())?;
+    inputs.config.steps = steps(&args, &inputs.config, &inputs.data);
+    let on = inputs.selected.device.clone().autodiff();
+    let student = build_student(&inputs.spec, &inputs.paths.teacher, &on)?;
+    describe(&args, &inputs, teacher.as_ref(), &student);
     let eval_teacher = match &teacher {
-        Some(t) if evaluation.is_some() && !args.no_teacher_eval => {
-            Some(scorer(t, &selected, config.max_len)?)
+        Some(t) if inputs.evaluation.is_some() && !args.no_teacher_eval => {
+            Some(scorer(t, &inputs.selected, inputs.config.max_len)?)
         }
         _ => None,
     };
-    let identity = RunIdentity {
-        config: config.clone(),
-        teacher: paths.teacher.display().to_string(),
-        student: args.student.clone(),
-        data: data.sources,
-        examples: data.examples.len(),
-    };
-    let setup = TrainSetup {
-        config: config.clone(),
-        identity,
-        teacher: teacher.filter(|_| method.needs_teacher()),
-        student,
-        examples: data.examples,
-        device: selected.clone(),
-        out_dir: args.out.clone(),
-        resume: args.resume.clone(),
-        checkpoint_every: args.checkpoint_every,
-        dev,
-        eval_every: args.eval_every,
-        profile: args.profile,
-    };
+    let (selected, config) = (inputs.selected.clone(), inputs.config.clone());
+    let (setup, evaluation) = train_setup(&args, inputs, teacher, student);
     let Some(student_dir) = progress::train_with_progress(setup, &args.out)? else {
         return Ok(());
     };
@@ -338,13 +377,56 @@ pub fn run_distill(args: DistillArgs) -> Result<()> {
         bi_encoder: bi.as_ref(),
         teacher: eval_teacher,
     };
+    let name = format!("student ({})", config.method);
+    let results = args.out.join("results.md");
     report::compare(
         &evaluation,
         baselines,
         &student_dir,
-        &format!("student ({method})"),
+        &name,
         &selected,
         config.max_len,
-        &args.out.join("results.md"),
+        &results,
     )
+}
+
+/// The trainer's inputs (the teacher only where the method learns from it), and the
+/// evaluation set kept for after training.
+fn train_setup(
+    args: &DistillArgs,
+    inputs: Inputs,
+    teacher: Option<Checkpoint>,
+    student: Checkpoint,
+) -> (TrainSetup, Option<EvalSet>) {
+    let Inputs {
+        paths,
+        selected,
+        config,
+        data,
+        evaluation,
+        dev,
+        ..
+    } = inputs;
+    let identity = RunIdentity {
+        config: config.clone(),
+        teacher: paths.teacher.display().to_string(),
+        student: args.student.clone(),
+        data: data.sources,
+        examples: data.examples.len(),
+    };
+    let setup = TrainSetup {
+        teacher: teacher.filter(|_| config.method.needs_teacher()),
+        config,
+        identity,
+        student,
+        examples: data.examples,
+        device: selected,
+        out_dir: args.out.clone(),
+        resume: args.resume.clone(),
+        checkpoint_every: args.checkpoint_every,
+        dev,
+        eval_every: args.eval_every,
+        profile: args.profile,
+    };
+    (setup, evaluation)
 }
