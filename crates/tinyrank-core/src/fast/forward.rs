@@ -256,8 +256,6 @@ impl FastCrossEncoder {
                     QueryRows::All => (len, start),
                     QueryRows::Cls => (1, pair),
                 };
-                scores.resize(queries * len, 0.0);
-                inv_sums.resize(queries, 0.0);
                 // SAFETY: every task reads Q, K, V of its own pair and head and writes only its
                 // pair's rows and head's columns of `context`; the buffers outlive the loop.
                 unsafe {
@@ -265,30 +263,10 @@ impl FastCrossEncoder {
                         ptr: qkv.get().add(start * stride + offset + head * head_dim),
                         row_stride: stride,
                     };
-                    let (q, k, v) = (head_view(0), head_view(h), head_view(2 * h));
-                    let none = Parallelism::None;
-                    matmul(
-                        [queries, len, head_dim],
-                        scores.as_mut_ptr(),
-                        len,
-                        q,
-                        k,
-                        true,
-                        none,
-                    );
-                    softmax_rows(scores, len, inv_sums);
+                    let qkv = [head_view(0), head_view(h), head_view(2 * h)];
                     let out = context.get().add(out_row * h + head * head_dim);
-                    let probs = View {
-                        ptr: scores.as_ptr(),
-                        row_stride: len,
-                    };
-                    matmul([queries, head_dim, len], out, h, probs, v, false, none);
-                    for (row, &inv) in inv_sums.iter().enumerate() {
-                        let row = std::slice::from_raw_parts_mut(out.add(row * h), head_dim);
-                        for x in row {
-                            *x *= inv;
-                        }
-                    }
+                    let shape = [queries, len, head_dim];
+                    attend_head(qkv, shape, out, h, scores, inv_sums);
                 }
             },
         );
@@ -375,4 +353,56 @@ fn keep_cls_rows(
         buffer.truncate(pairs * h);
     }
     buffers.inner.truncate(pairs * layer.intermediate.d_out);
+}
+
+/// One head of one pair: `out[queries, head_dim] = softmax(Q K^T) V`, Q pre-scaled, rows of
+/// `out` `out_stride` apart; `scores` and `inv_sums` are the task's scratch.
+///
+/// # Safety
+/// The views must hold `queries` (Q) and `len` (K, V) rows of `head_dim` values, and `out` must
+/// be writable for `queries` rows that no other task touches.
+unsafe fn attend_head(
+    [q, k, v]: [View; 3],
+    [queries, len, head_dim]: [usize; 3],
+    out: *mut f32,
+    out_stride: usize,
+    scores: &mut Vec<f32>,
+    inv_sums: &mut Vec<f32>,
+) {
+    scores.resize(queries * len, 0.0);
+    inv_sums.resize(queries, 0.0);
+    let none = Parallelism::None;
+    // SAFETY: the caller's contract covers every read and write below.
+    unsafe {
+        matmul(
+            [queries, len, head_dim],
+            scores.as_mut_ptr(),
+            len,
+            q,
+            k,
+            true,
+            none,
+        );
+        softmax_rows(scores, len, inv_sums);
+        let probs = View {
+            ptr: scores.as_ptr(),
+            row_stride: len,
+        };
+        // The softmax's division is folded into the (shorter) context rows.
+        matmul(
+            [queries, head_dim, len],
+            out,
+            out_stride,
+            probs,
+            v,
+            false,
+            none,
+        );
+        for (row, &inv) in inv_sums.iter().enumerate() {
+            let row = std::slice::from_raw_parts_mut(out.add(row * out_stride), head_dim);
+            for x in row {
+                *x *= inv;
+            }
+        }
+    }
 }
