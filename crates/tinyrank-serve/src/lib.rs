@@ -122,6 +122,47 @@ impl ServeArgs {
         Ok(())
     }
 
+    fn precision(&self) -> Precision {
+        Precision::from_flags(self.int8, self.f16)
+    }
+
+    fn scorer_config(&self) -> ScorerConfig {
+        ScorerConfig {
+            model: self.model.clone(),
+            device: self.device,
+            precision: self.precision(),
+            max_len: self.max_len,
+            pad_to: self.pad_to,
+            max_batch_tokens: self.max_batch_tokens,
+            batching: !self.no_batching,
+        }
+    }
+
+    /// What the handlers share: the limits these flags set, and the settings `/info` reports.
+    fn app_state(&self, scorer: Arc<Scorer>, metrics: Arc<Metrics>) -> AppState {
+        AppState {
+            scorer,
+            metrics,
+            limits: Limits {
+                max_documents: self.max_documents,
+                max_body_bytes: self.max_body_bytes,
+            },
+            permits: Arc::new(Semaphore::new(self.max_concurrent_requests)),
+            next_id: Arc::new(AtomicU64::new(1)),
+            model_id: self.model_id().into(),
+            settings: serde_json::json!({
+                "max_len": self.max_len,
+                "pad_to": self.pad_to,
+                "precision": self.precision().name(),
+                "batching": !self.no_batching,
+                "max_batch_tokens": self.max_batch_tokens,
+                "max_concurrent_requests": self.max_concurrent_requests,
+                "max_documents": self.max_documents,
+                "max_body_bytes": self.max_body_bytes,
+            }),
+        }
+    }
+
     fn model_id(&self) -> String {
         self.model_id.clone().unwrap_or_else(|| {
             let dir = std::fs::canonicalize(&self.model).unwrap_or_else(|_| self.model.clone());
@@ -150,38 +191,9 @@ pub async fn serve(
 ) -> Result<()> {
     args.check()?;
     let metrics = Arc::new(Metrics::new());
-    let config = ScorerConfig {
-        model: args.model.clone(),
-        device: args.device,
-        precision: Precision::from_flags(args.int8, args.f16),
-        max_len: args.max_len,
-        pad_to: args.pad_to,
-        max_batch_tokens: args.max_batch_tokens,
-        batching: !args.no_batching,
-    };
-    let (scorer, thread) =
-        Scorer::start(config, metrics.clone()).context("starting the scoring thread")?;
-    let state = AppState {
-        scorer: scorer.clone(),
-        metrics,
-        limits: Limits {
-            max_documents: args.max_documents,
-            max_body_bytes: args.max_body_bytes,
-        },
-        permits: Arc::new(Semaphore::new(args.max_concurrent_requests)),
-        next_id: Arc::new(AtomicU64::new(1)),
-        model_id: args.model_id().into(),
-        settings: serde_json::json!({
-            "max_len": args.max_len,
-            "pad_to": args.pad_to,
-            "precision": Precision::from_flags(args.int8, args.f16).name(),
-            "batching": !args.no_batching,
-            "max_batch_tokens": args.max_batch_tokens,
-            "max_concurrent_requests": args.max_concurrent_requests,
-            "max_documents": args.max_documents,
-            "max_body_bytes": args.max_body_bytes,
-        }),
-    };
+    let (scorer, thread) = Scorer::start(args.scorer_config(), metrics.clone())
+        .context("starting the scoring thread")?;
+    let state = args.app_state(scorer.clone(), metrics);
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(addr = %addr, model = %args.model.display(), "listening");
 

@@ -26,9 +26,20 @@ fn doubling(n: usize) -> Vec<f64> {
     (0..n).map(|i| (1u64 << i) as f64).collect()
 }
 
+// Every name and label set here is fixed and distinct, so building and registering a metric
+// cannot fail.
+const VALID: &str = "valid metric";
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect(VALID)
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect(VALID)
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        // Every name and label set below is fixed and distinct, so registration cannot fail.
         let registry = Registry::new();
         let seconds = prometheus::exponential_buckets(0.005, 2.0, 14).expect("valid buckets");
         let requests = IntCounterVec::new(
@@ -38,7 +49,7 @@ impl Metrics {
             ),
             &["route", "status"],
         )
-        .expect("valid metric");
+        .expect(VALID);
         let request_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "tinyrank_request_duration_seconds",
@@ -47,39 +58,36 @@ impl Metrics {
             .buckets(seconds.clone()),
             &["route"],
         )
-        .expect("valid metric");
-        let queue_pairs = IntGauge::new(
+        .expect(VALID);
+        let queue_pairs = gauge(
             "tinyrank_queue_pairs",
             "Pairs of the requests waiting for or in scoring",
-        )
-        .expect("valid metric");
-        let queue_requests = IntGauge::new(
+        );
+        let queue_requests = gauge(
             "tinyrank_queue_requests",
             "Requests waiting for or in scoring",
-        )
-        .expect("valid metric");
-        let batch_pairs = Histogram::with_opts(
-            HistogramOpts::new("tinyrank_batch_pairs", "Pairs per scored batch")
-                .buckets(doubling(12)),
-        )
-        .expect("valid metric");
-        let batch_tokens = Histogram::with_opts(
-            HistogramOpts::new("tinyrank_batch_tokens", "Tokens per scored batch")
-                .buckets(doubling(18)),
-        )
-        .expect("valid metric");
-        let batch_seconds = Histogram::with_opts(
-            HistogramOpts::new("tinyrank_batch_duration_seconds", "Time to score one batch")
-                .buckets(seconds),
-        )
-        .expect("valid metric");
+        );
+        let batch_pairs = histogram(
+            "tinyrank_batch_pairs",
+            "Pairs per scored batch",
+            doubling(12),
+        );
+        let batch_tokens = histogram(
+            "tinyrank_batch_tokens",
+            "Tokens per scored batch",
+            doubling(18),
+        );
+        let batch_seconds = histogram(
+            "tinyrank_batch_duration_seconds",
+            "Time to score one batch",
+            seconds,
+        );
         let pairs_scored =
-            IntCounter::new("tinyrank_pairs_scored_total", "Pairs scored").expect("valid metric");
-        let model_loaded = IntGauge::new(
+            IntCounter::new("tinyrank_pairs_scored_total", "Pairs scored").expect(VALID);
+        let model_loaded = gauge(
             "tinyrank_model_loaded",
             "1 once the model is loaded and the scoring thread runs",
-        )
-        .expect("valid metric");
+        );
         let metrics = Self {
             registry,
             requests,
