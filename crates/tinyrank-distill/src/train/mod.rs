@@ -2,7 +2,8 @@
 //!
 //! - `config.rs`: [`Method`] and [`TrainConfig`], every default in one place ([`DEFAULTS`]).
 //! - `objective.rs`: each method's loss terms.
-//! - `run.rs`: [`train`], the loop: set-up, steps, evaluation, checkpoints, export.
+//! - `run.rs`: [`train`], the loop: steps, evaluation, checkpoints, export; `run/setup.rs`:
+//!   its start (checks, tokenised data, `fit_dense`, resume).
 //! - `batches.rs`: the data order, a pure function of (seed, step).
 //! - `pending.rs`: each step's values, kept on the device and read in one go.
 //! - `profile.rs`: `--profile`, where a step's time goes.
