@@ -398,18 +398,10 @@ fn train_setup(
     teacher: Option<Checkpoint>,
     student: Checkpoint,
 ) -> (TrainSetup, Option<EvalSet>) {
-    let Inputs {
-        paths,
-        selected,
-        config,
-        data,
-        evaluation,
-        dev,
-        ..
-    } = inputs;
+    let (config, data) = (inputs.config, inputs.data);
     let identity = RunIdentity {
         config: config.clone(),
-        teacher: paths.teacher.display().to_string(),
+        teacher: inputs.paths.teacher.display().to_string(),
         student: args.student.clone(),
         data: data.sources,
         examples: data.examples.len(),
@@ -420,13 +412,13 @@ fn train_setup(
         identity,
         student,
         examples: data.examples,
-        device: selected,
+        device: inputs.selected,
         out_dir: args.out.clone(),
         resume: args.resume.clone(),
         checkpoint_every: args.checkpoint_every,
-        dev,
+        dev: inputs.dev,
         eval_every: args.eval_every,
         profile: args.profile,
     };
-    (setup, evaluation)
+    (setup, inputs.evaluation)
 }
