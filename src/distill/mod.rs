@@ -66,17 +66,16 @@ pub struct DistillArgs {
     /// MS MARCO triples files (query, positive, negative) to train on as well.
     #[arg(long, value_delimiter = ',')]
     triples: Vec<PathBuf>,
-    /// Candidates per training query taken from the top of its run [default: the recipe's:
-    /// 16 on a CPU, 100 on a hardware GPU].
+    /// Candidates per training query taken from the top of its run [default: the recipe's, 16].
     #[arg(long)]
     train_top_k: Option<usize>,
-    /// Peak learning rate [default: the recipe's: 5e-4 on a CPU, 1e-4 on a hardware GPU].
+    /// Peak learning rate [default: the recipe's, 5e-4].
     #[arg(long)]
     lr: Option<f64>,
     /// Pseudo-queries to add (`tinyrank augment`'s, made in memory): spans of passages of the
     /// --train collections, each with its --train-top-k BM25 candidates over them, the source
     /// labelled relevant; the --eval set's passages and queries are kept out [default: the
-    /// recipe's with the default training sets (64 on a CPU, none on a hardware GPU), else none].
+    /// recipe's with the default training sets (64 on a CPU, 640 on a hardware GPU), else none].
     #[arg(long)]
     augment: Option<u64>,
     /// Words per pseudo-query of --augment, MIN-MAX.
