@@ -90,7 +90,8 @@ impl TrainingData {
         Ok(())
     }
 
-    /// `augment` pseudo-queries over the training collections, the evaluation set kept out.
+    /// `augment` pseudo-queries over the training collections, the evaluation set kept out, each
+    /// with `top_k` candidates unless --augment-top-k says otherwise.
     fn augment(
         &mut self,
         args: &DistillArgs,
@@ -100,6 +101,10 @@ impl TrainingData {
     ) -> Result<()> {
         if paths.train.is_empty() {
             bail!("--augment cuts its queries from the --train collections: give --train");
+        }
+        let top_k = args.augment_top_k.unwrap_or(top_k);
+        if top_k == 0 {
+            bail!("--augment-top-k must be at least 1: a pseudo-query needs its source candidate");
         }
         let seed = args.config.seed;
         let pool = Pool::read(&paths.train, std::slice::from_ref(&paths.eval))?;

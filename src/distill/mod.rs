@@ -73,11 +73,15 @@ pub struct DistillArgs {
     #[arg(long)]
     lr: Option<f64>,
     /// Pseudo-queries to add (`tinyrank augment`'s, made in memory): spans of passages of the
-    /// --train collections, each with its --train-top-k BM25 candidates over them, the source
+    /// --train collections, each with its --augment-top-k BM25 candidates over them, the source
     /// labelled relevant; the --eval set's passages and queries are kept out [default: the
     /// recipe's with the default training sets (64 on a CPU, 640 on a hardware GPU), else none].
     #[arg(long)]
     augment: Option<u64>,
+    /// BM25 candidates per pseudo-query of --augment [default: --train-top-k's], so that deep
+    /// real pools and many shallow pseudo-queries can be combined.
+    #[arg(long)]
+    augment_top_k: Option<usize>,
     /// Words per pseudo-query of --augment, MIN-MAX.
     #[arg(long, default_value_t = SpanWords::DEFAULT)]
     augment_span: SpanWords,

@@ -12,7 +12,7 @@ fn distill_without_assets_says_where_to_point() {
 }
 
 /// `distill --augment`: pseudo-queries over the training collections join the examples, each
-/// with --train-top-k candidates, and the evaluation set's passages stay out.
+/// with --train-top-k candidates or --augment-top-k's, and the evaluation set's passages stay out.
 #[test]
 fn distill_trains_on_augmented_queries() {
     let out = tempfile::tempdir().unwrap();
@@ -51,6 +51,24 @@ fn distill_trains_on_augmented_queries() {
     assert!(held_out, "{stderr}");
     // 54 DL20 queries with 2 candidates each, and the 16 augmented pairs.
     assert!(stderr.contains("with 124 examples"), "{stderr}");
+
+    // Pseudo-queries can go deeper than the real pools: 3 candidates each, the real ones still 2.
+    let deeper_out = out.path().join("deeper");
+    let n = args.len();
+    let with = ["--augment-top-k", "3", "--out", path(&deeper_out)];
+    let deeper = [&args[..n - 2], &with[..]].concat();
+    let (_, stderr) = succeeds(&deeper);
+    assert!(
+        stderr.contains("augmentation: 24 pairs of 8 pseudo-queries"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("with 132 examples"), "{stderr}");
+    let none = [
+        &args[..n - 2],
+        &["--augment-top-k", "0", "--out", path(&deeper_out)],
+    ]
+    .concat();
+    assert_rejected(&tinyrank(&none), &["--augment-top-k", "at least 1"]);
 }
 
 /// A cross-encoder fine-tuned from the pretrained encoder (a teacher in the making): hard
