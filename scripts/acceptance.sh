@@ -18,10 +18,12 @@ top_k=${TRAIN_TOP_K:-100}
 methods=${METHODS:-labels standard tinybert simplified two-layer}
 mkdir -p "$out"
 
-common=(--train-top-k "$top_k" --augment "${AUGMENT:-0}" --augment-top-k "${AUGMENT_TOP_K:-$top_k}" --lr "${LR:-1e-4}" --epochs 1
+common=(--train-top-k "$top_k" --augment "${AUGMENT:-0}" --lr "${LR:-1e-4}" --epochs 1
         --eval-top-k "${EVAL_TOP_K:-100}" --max-len 128 --seed "${SEED:-42}" --device "$device"
         --checkpoint-every 100)
 [ -n "${TEACHER:-}" ] && common+=(--teacher "$TEACHER")
+# Unset, distill gives pseudo-queries --train-top-k candidates itself.
+[ -n "${AUGMENT_TOP_K:-}" ] && common+=(--augment-top-k "$AUGMENT_TOP_K")
 
 one() {
   local name=$1 args=()
