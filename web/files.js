@@ -105,10 +105,22 @@ function checkpointBase(source) {
   throw new Error(`tinyrank: cannot resolve the model location ${text}`);
 }
 
+/**
+ * Awaits every read, then throws the first failure in list order: with a
+ * wrong location every file fails, and the message should always name the
+ * first (config.json), not whichever read lost the race.
+ */
+async function firstFailureInOrder(reads) {
+  const results = await Promise.allSettled(reads);
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed) throw failed.reason;
+  return results.map((r) => r.value);
+}
+
 /** Fetches config.json, model.safetensors and tokenizer.json (or vocab.txt) from `source`. */
 export async function fetchCheckpoint(source, options) {
   const base = checkpointBase(source);
-  const [config, weights, tokenizerJson] = await Promise.all([
+  const [config, weights, tokenizerJson] = await firstFailureInOrder([
     readFile(base, "config.json", options),
     readFile(base, "model.safetensors", options),
     readFile(base, "tokenizer.json", { ...options, optional: true }),
