@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
-use tinyrank_distill::augment::{Augmenter, Pool, SpanWords, write_dataset};
+use tinyrank_distill::augment::{Augmenter, Pool, SpanWords, TopK, write_dataset};
 
 use crate::assets;
 
@@ -30,8 +30,8 @@ pub struct AugmentArgs {
     #[arg(long, default_value_t = 1000)]
     queries: u64,
     /// BM25 candidates per query, its source passage always among them.
-    #[arg(long, default_value_t = 16)]
-    top_k: usize,
+    #[arg(long, default_value_t = TopK::DEFAULT)]
+    top_k: TopK,
     /// Words per pseudo-query, MIN-MAX, cut from one passage.
     #[arg(long, default_value_t = SpanWords::DEFAULT)]
     span_words: SpanWords,
@@ -48,9 +48,6 @@ pub fn run_augment(args: AugmentArgs) -> Result<()> {
     let root = assets::root(args.assets.clone());
     let from = or_default(args.from, || assets::train_dirs(&root));
     let exclude = or_default(args.exclude, || vec![assets::eval_dir(&root)]);
-    if args.top_k < 2 {
-        bail!("--top-k must be at least 2: a query needs a negative beside its source");
-    }
     let started = Instant::now();
     let pool = Pool::read(&from, &exclude)?;
     let augmenter = Augmenter::new(&pool, args.span_words, args.top_k, args.seed);
@@ -68,7 +65,7 @@ pub fn run_augment(args: AugmentArgs) -> Result<()> {
     eprintln!(
         "distinct (passage, span) pseudo-queries of {} words: {distinct}, i.e. up to {} pairs at top {}",
         args.span_words,
-        distinct.saturating_mul(args.top_k as u64),
+        distinct.saturating_mul(args.top_k.get() as u64),
         args.top_k
     );
     let Some(out) = args.out else {

@@ -1,9 +1,9 @@
 //! The training examples `tinyrank distill` assembles from its flags (dataset pools,
 //! pseudo-queries, triples, document passages), each source named for the run's identity.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use tinyrank_core::{Reranker, WordWindows};
-use tinyrank_distill::augment::{Augmenter, Pool};
+use tinyrank_distill::augment::{Augmenter, Pool, TopK};
 use tinyrank_distill::examples::{
     DocumentExamples, Example, from_dataset, from_documents, from_triples,
 };
@@ -102,10 +102,12 @@ impl TrainingData {
         if paths.train.is_empty() {
             bail!("--augment cuts its queries from the --train collections: give --train");
         }
-        let top_k = args.augment_top_k.unwrap_or(top_k);
-        if top_k == 0 {
-            bail!("--augment-top-k must be at least 1: a pseudo-query needs its source candidate");
-        }
+        let top_k = match args.augment_top_k {
+            Some(k) => k,
+            None => TopK::new(top_k).map_err(|e| {
+                anyhow!("--augment-top-k (--train-top-k's {top_k} unless given): {e}")
+            })?,
+        };
         let seed = args.config.seed;
         let pool = Pool::read(&paths.train, std::slice::from_ref(&paths.eval))?;
         let examples =

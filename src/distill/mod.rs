@@ -18,7 +18,7 @@ use clap::Args;
 use tinyrank_core::{
     Checkpoint, DEFAULT_MAX_LEN, Precision, Reranker, SelectedDevice, TitleSource, select_device,
 };
-use tinyrank_distill::augment::SpanWords;
+use tinyrank_distill::augment::{SpanWords, TopK};
 use tinyrank_distill::rerank::EvalSet;
 use tinyrank_distill::student::{StudentSpec, build_student};
 use tinyrank_distill::train::{Method, RunIdentity, TrainConfig, TrainSetup};
@@ -78,10 +78,10 @@ pub struct DistillArgs {
     /// recipe's with the default training sets (64 on a CPU, 640 on a hardware GPU), else none].
     #[arg(long)]
     augment: Option<u64>,
-    /// BM25 candidates per pseudo-query of --augment [default: --train-top-k's], so that deep
-    /// real pools and many shallow pseudo-queries can be combined.
+    /// BM25 candidates per pseudo-query of --augment, at least 2 [default: --train-top-k's], so
+    /// that deep real pools and many shallow pseudo-queries can be combined.
     #[arg(long)]
-    augment_top_k: Option<usize>,
+    augment_top_k: Option<TopK>,
     /// Words per pseudo-query of --augment, MIN-MAX.
     #[arg(long, default_value_t = SpanWords::DEFAULT)]
     augment_span: SpanWords,

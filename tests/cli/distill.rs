@@ -63,12 +63,17 @@ fn distill_trains_on_augmented_queries() {
         "{stderr}"
     );
     assert!(stderr.contains("with 132 examples"), "{stderr}");
-    let none = [
+    // A pseudo-query without a negative is refused, whether the flag or --train-top-k says 1.
+    let one = [
         &args[..n - 2],
-        &["--augment-top-k", "0", "--out", path(&deeper_out)],
+        &["--augment-top-k", "1", "--out", path(&deeper_out)],
     ]
     .concat();
-    assert_rejected(&tinyrank(&none), &["--augment-top-k", "at least 1"]);
+    assert_rejected(&tinyrank(&one), &["--augment-top-k", "at least 2"]);
+    let mut shallow = args.to_vec();
+    let k = args.iter().position(|&a| a == "--train-top-k").unwrap() + 1;
+    shallow[k] = "1";
+    assert_rejected(&tinyrank(&shallow), &["--augment-top-k", "at least 2"]);
 }
 
 /// A cross-encoder fine-tuned from the pretrained encoder (a teacher in the making): hard

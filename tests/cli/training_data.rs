@@ -46,6 +46,8 @@ fn augment_writes_training_data_without_the_evaluation_set() {
     let before = std::fs::read(out.join("bm25.run")).unwrap();
     assert_rejected(&tinyrank(&args), &[path(&out), "already exists"]);
     assert_eq!(std::fs::read(out.join("bm25.run")).unwrap(), before);
+    let one = ["augment", "--top-k", "1"];
+    assert_rejected(&tinyrank(&one), &["--top-k", "at least 2"]);
 }
 
 #[test]

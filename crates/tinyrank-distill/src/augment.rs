@@ -57,6 +57,46 @@ impl fmt::Display for SpanWords {
     }
 }
 
+/// BM25 candidates per pseudo-query, its source among them: at least 2, since a pseudo-query is
+/// there to bring a hard negative beside its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopK(usize);
+
+impl TopK {
+    /// What `tinyrank augment` takes when not told otherwise.
+    pub const DEFAULT: TopK = TopK(16);
+
+    pub fn new(k: usize) -> Result<Self, String> {
+        if k < 2 {
+            return Err(format!(
+                "a pseudo-query needs at least 2 candidates (its source and a negative), got {k}"
+            ));
+        }
+        Ok(Self(k))
+    }
+
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl FromStr for TopK {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let k = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("expected a whole number of candidates, got {s:?}"))?;
+        Self::new(k)
+    }
+}
+
+impl fmt::Display for TopK {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The words a pseudo-query is cut from: lower-cased, punctuation trimmed from each end.
 fn query_words(text: &str) -> Vec<String> {
     text.split_whitespace()
@@ -184,7 +224,7 @@ pub struct Augmenter<'a> {
 
 impl<'a> Augmenter<'a> {
     /// Indexes the pool with BM25 (English stemming and stop words; k1 1.2, b 0.75).
-    pub fn new(pool: &'a Pool, span: SpanWords, top_k: usize, seed: u64) -> Self {
+    pub fn new(pool: &'a Pool, span: SpanWords, top_k: TopK, seed: u64) -> Self {
         let texts: Vec<&str> = pool.texts.iter().map(String::as_str).collect();
         let embedder: Embedder = EmbedderBuilder::with_fit_to_corpus(Language::English, &texts)
             .k1(1.2)
@@ -204,7 +244,7 @@ impl<'a> Augmenter<'a> {
             scorer,
             sources,
             span,
-            top_k,
+            top_k: top_k.get(),
             seed,
         }
     }
@@ -527,7 +567,7 @@ mod tests {
         let from = dataset(root.path(), "from", &PASSAGES, &[]);
         let pool = Pool::read(&[from], &[]).unwrap();
         let write = |name: &str, seed: u64| {
-            let augmenter = Augmenter::new(&pool, span("2-4"), 3, seed);
+            let augmenter = Augmenter::new(&pool, span("2-4"), TopK(3), seed);
             let out = root.path().join(name);
             let written = write_dataset(&out, &augmenter, 20, true).unwrap();
             (out, written)
@@ -562,7 +602,7 @@ mod tests {
                 .ends_with(".partial")
         }));
         // In memory, the same queries with the source labelled 1, as the files read back.
-        let augmenter = Augmenter::new(&pool, span("2-4"), 3, 7);
+        let augmenter = Augmenter::new(&pool, span("2-4"), TopK(3), 7);
         let examples = augmenter.examples(20, true).unwrap();
         let from_files = crate::examples::from_dataset(&first, 3, 2).unwrap();
         assert_eq!(examples, from_files);
