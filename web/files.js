@@ -106,21 +106,23 @@ function checkpointBase(source) {
 }
 
 /**
- * Awaits every read, then throws the first failure in list order: with a
- * wrong location every file fails, and the message should always name the
- * first (config.json), not whichever read lost the race.
+ * Awaits the reads in list order, so that with a wrong location (every file
+ * fails) the error always names the first, config.json, not whichever read
+ * lost the race; and a failing config.json is reported at once, without
+ * waiting for the weights to download.
  */
-async function firstFailureInOrder(reads) {
-  const results = await Promise.allSettled(reads);
-  const failed = results.find((r) => r.status === "rejected");
-  if (failed) throw failed.reason;
-  return results.map((r) => r.value);
+async function inListOrder(reads) {
+  // The first failure in order is the one reported; later ones must not go unhandled.
+  for (const read of reads) read.catch(() => {});
+  const values = [];
+  for (const read of reads) values.push(await read);
+  return values;
 }
 
 /** Fetches config.json, model.safetensors and tokenizer.json (or vocab.txt) from `source`. */
 export async function fetchCheckpoint(source, options) {
   const base = checkpointBase(source);
-  const [config, weights, tokenizerJson] = await firstFailureInOrder([
+  const [config, weights, tokenizerJson] = await inListOrder([
     readFile(base, "config.json", options),
     readFile(base, "model.safetensors", options),
     readFile(base, "tokenizer.json", { ...options, optional: true }),
