@@ -30,6 +30,21 @@ use retrieve::RetrieveArgs;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay`, its place in mimalloc 3's `mi_option_t` (libmimalloc-sys
+/// names no constant for it; the test below checks it by its default).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// By default mimalloc returns freed pages to the kernel 1 s after the free, and a training step
+/// (2-3 s on a CPU) frees and reallocates its activations, so every step paid the kernel for
+/// zeroed pages again: training ran 16% faster on 2 cores without it, holding about 150 MB
+/// more. `MIMALLOC_PURGE_DELAY` set by the user still wins.
+fn keep_freed_pages() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain option value; mimalloc reads it at its next purge decision.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "tinyrank",
@@ -142,6 +157,7 @@ struct ExportArgs {
 }
 
 fn main() -> ExitCode {
+    keep_freed_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Rerank(args) => rerank::run_rerank(args),
@@ -268,4 +284,23 @@ fn run_export(args: ExportArgs) -> Result<()> {
         dtype
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hard-coded option index is the purge delay: mimalloc 3's default of 1 s (1000 ms)
+    /// before, never purging after.
+    #[test]
+    fn keep_freed_pages_sets_the_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // SAFETY: reads a plain option value.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(get(), 1000);
+        keep_freed_pages();
+        assert_eq!(get(), -1);
+    }
 }
