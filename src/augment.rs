@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
-use tinyrank_distill::augment::{Augmenter, Pool, SpanWords, TopK, write_dataset};
+use tinyrank_distill::augment::{
+    Augmenter, Origin, Pool, QueryVariants, SpanWords, TopK, WordVectors, write_dataset,
+};
 
 use crate::assets;
 
@@ -35,6 +37,15 @@ pub struct AugmentArgs {
     /// Words per pseudo-query, MIN-MAX, cut from one passage.
     #[arg(long, default_value_t = SpanWords::DEFAULT)]
     span_words: SpanWords,
+    /// Make word-replaced variants of the --from sets' queries instead of spans (TinyBERT's
+    /// augmentation: each word replaced with probability 0.4 by one of its 15 nearest words in
+    /// --vectors' word embeddings); they have no source passage, so no qrels.
+    #[arg(long)]
+    variants: bool,
+    /// The checkpoint whose word embeddings give --variants their replacements [default: the
+    /// shared teacher, <assets>/models/teacher-minilm-l6].
+    #[arg(long)]
+    vectors: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Also write qrels.txt grading each query's source passage 2, so the hard-label loss has a
@@ -50,21 +61,44 @@ pub fn run_augment(args: AugmentArgs) -> Result<()> {
     let exclude = or_default(args.exclude, || vec![assets::eval_dir(&root)]);
     let started = Instant::now();
     let pool = Pool::read(&from, &exclude)?;
-    let augmenter = Augmenter::new(&pool, args.span_words, args.top_k, args.seed);
-    let distinct = pool.distinct_queries(args.span_words);
+    let (origin, distinct, what) = if args.variants {
+        if args.label_source {
+            bail!("--label-source grades a span's source passage; --variants have none");
+        }
+        let vectors = WordVectors::load(&args.vectors.unwrap_or_else(|| assets::teacher(&root)))?;
+        let variants = QueryVariants::read(&from, &vectors)?;
+        let distinct = variants.distinct();
+        (
+            Origin::Variants(variants),
+            distinct,
+            "query variants".to_string(),
+        )
+    } else {
+        let distinct = pool.distinct_queries(args.span_words);
+        let what = format!(
+            "(passage, span) pseudo-queries of {} words",
+            args.span_words
+        );
+        (Origin::Spans(args.span_words), distinct, what)
+    };
+    let augmenter = Augmenter::new(&pool, origin, args.top_k, args.seed);
     eprintln!(
-        "pool: {} passages ({} held out by {}, {} repeated texts skipped), {} can be a source; \
+        "pool: {} passages ({} held out by {}, {} repeated texts skipped), {} {}; \
          indexed in {:.1} s",
         pool.len(),
         pool.excluded,
         display(&exclude),
         pool.duplicates,
         augmenter.sources(),
+        if args.variants {
+            "real queries to vary"
+        } else {
+            "can be a source"
+        },
         started.elapsed().as_secs_f64()
     );
     eprintln!(
-        "distinct (passage, span) pseudo-queries of {} words: {distinct}, i.e. up to {} pairs at top {}",
-        args.span_words,
+        "distinct {what}: {distinct}, i.e. up to {} pairs at top {}",
         distinct.saturating_mul(args.top_k.get() as u64),
         args.top_k
     );

@@ -3,7 +3,7 @@
 
 use anyhow::{Result, anyhow, bail};
 use tinyrank_core::{Reranker, WordWindows};
-use tinyrank_distill::augment::{Augmenter, Pool, TopK};
+use tinyrank_distill::augment::{Augmenter, Origin, Pool, QueryVariants, TopK, WordVectors};
 use tinyrank_distill::examples::{
     DocumentExamples, Example, from_dataset, from_documents, from_triples,
 };
@@ -42,7 +42,7 @@ impl TrainingData {
                 args.min_rel
             ));
         }
-        if augment > 0 {
+        if augment > 0 || args.augment_variants > 0 {
             data.augment(args, paths, top_k, augment)?;
         }
         for file in &args.triples {
@@ -90,8 +90,9 @@ impl TrainingData {
         Ok(())
     }
 
-    /// `augment` pseudo-queries over the training collections, the evaluation set kept out, each
-    /// with `top_k` candidates unless --augment-top-k says otherwise.
+    /// `augment` pseudo-queries and --augment-variants query variants over the training
+    /// collections, the evaluation set kept out, each with `top_k` candidates unless
+    /// --augment-top-k says otherwise.
     fn augment(
         &mut self,
         args: &DistillArgs,
@@ -100,7 +101,7 @@ impl TrainingData {
         augment: u64,
     ) -> Result<()> {
         if paths.train.is_empty() {
-            bail!("--augment cuts its queries from the --train collections: give --train");
+            bail!("--augment and --augment-variants draw on the --train collections: give --train");
         }
         let top_k = match args.augment_top_k {
             Some(k) => k,
@@ -110,21 +111,50 @@ impl TrainingData {
         };
         let seed = args.config.seed;
         let pool = Pool::read(&paths.train, std::slice::from_ref(&paths.eval))?;
-        let examples =
-            Augmenter::new(&pool, args.augment_span, top_k, seed).examples(augment, true)?;
-        eprintln!(
-            "augmentation: {} pairs of {augment} pseudo-queries over {} passages ({} held out by {})",
-            examples.len(),
+        let held_out = format!(
+            "over {} passages ({} held out by {})",
             pool.len(),
             pool.excluded,
             paths.eval.display()
         );
-        self.examples.extend(examples);
-        self.sources.push(format!(
-            "augment {augment} queries of {} words, top-{top_k}, seed {seed}, held out {}",
-            args.augment_span,
-            paths.eval.display()
-        ));
+        if augment > 0 {
+            let spans = Origin::Spans(args.augment_span);
+            let examples = Augmenter::new(&pool, spans, top_k, seed).examples(augment, true)?;
+            eprintln!(
+                "augmentation: {} pairs of {augment} pseudo-queries {held_out}",
+                examples.len()
+            );
+            self.examples.extend(examples);
+            self.sources.push(format!(
+                "augment {augment} queries of {} words, top-{top_k}, seed {seed}, held out {}",
+                args.augment_span,
+                paths.eval.display()
+            ));
+        }
+        let count = args.augment_variants;
+        if count > 0 {
+            let vectors = WordVectors::load(&paths.teacher)?;
+            let variants = Origin::Variants(QueryVariants::read(&paths.train, &vectors)?);
+            let examples = Augmenter::new(&pool, variants, top_k, seed).examples(count, false)?;
+            if examples.is_empty() {
+                bail!(
+                    "--augment-variants: the word embeddings of {} give no word of the --train \
+                     queries a neighbour to replace it with (a whole-word vocabulary is needed)",
+                    paths.teacher.display()
+                );
+            }
+            eprintln!(
+                "augmentation: {} pairs of {count} query variants {held_out}",
+                examples.len()
+            );
+            self.examples.extend(examples);
+            self.sources.push(format!(
+                "augment {count} query variants (word vectors of {}), top-{top_k}, seed {seed}, \
+                 held out {}",
+                paths.teacher.display(),
+                paths.eval.display()
+            ));
+        }
         Ok(())
     }
 }

@@ -85,6 +85,12 @@ pub struct DistillArgs {
     /// Words per pseudo-query of --augment, MIN-MAX.
     #[arg(long, default_value_t = SpanWords::DEFAULT)]
     augment_span: SpanWords,
+    /// Word-replaced variants of the --train sets' queries to add (TinyBERT's augmentation:
+    /// each word replaced with probability 0.4 by one of its 15 nearest words in the teacher's
+    /// word embeddings), each with its --augment-top-k BM25 candidates over the --train
+    /// collections, unlabelled: the teacher's scores are their only signal.
+    #[arg(long, default_value_t = 0)]
+    augment_variants: u64,
     /// Lowest qrels grade labelled relevant.
     #[arg(long, default_value_t = 2)]
     min_rel: i32,

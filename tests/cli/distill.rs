@@ -74,6 +74,27 @@ fn distill_trains_on_augmented_queries() {
     let k = args.iter().position(|&a| a == "--train-top-k").unwrap() + 1;
     shallow[k] = "1";
     assert_rejected(&tinyrank(&shallow), &["--augment-top-k", "at least 2"]);
+
+    // Query variants take their words from the teacher's vocabulary: the tiny teacher's holds
+    // only word pieces, so it is refused; the shared teacher's gives 4 variants of 3 pairs.
+    let variants = ["--augment-variants", "4", "--augment-top-k", "3"];
+    let variants_out = out.path().join("variants");
+    let tiny = [
+        &args[..n - 2],
+        &variants[..],
+        &["--out", path(&variants_out)],
+    ]
+    .concat();
+    assert_rejected(&tinyrank(&tiny), &["--augment-variants", "tiny-2logit"]);
+    let real_teacher = assets.join("models/teacher-minilm-l6");
+    let mut real = tiny.clone();
+    real[2] = path(&real_teacher);
+    let (_, stderr) = succeeds(&real);
+    assert!(
+        stderr.contains("augmentation: 12 pairs of 4 query variants"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("with 144 examples"), "{stderr}");
 }
 
 /// A cross-encoder fine-tuned from the pretrained encoder (a teacher in the making): hard

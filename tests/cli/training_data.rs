@@ -50,6 +50,57 @@ fn augment_writes_training_data_without_the_evaluation_set() {
     assert_rejected(&tinyrank(&one), &["--top-k", "at least 2"]);
 }
 
+/// `augment --variants`: real DL20-22 queries with words replaced by their neighbours in the
+/// shared teacher's word embeddings, unjudged, none of them a real query.
+#[test]
+fn augment_writes_query_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, assets) = (dir.path().join("var"), shared());
+    let args = ["augment", "--assets", path(&assets), "--variants"];
+    let with_labels = [&args[..], &["--label-source"]].concat();
+    assert_rejected(&tinyrank(&with_labels), &["--label-source", "--variants"]);
+    let written = [&args[..], &["--out", path(&out), "--queries", "30"]].concat();
+    let (_, stderr) = succeeds(&written);
+    assert!(stderr.contains("183 real queries to vary"), "{stderr}");
+    assert!(!out.join("qrels.txt").exists());
+    let table = |dir: &Path| TextTable::read(&dir.join("queries.tsv"), "query").unwrap();
+    let variants = table(&out);
+    assert_eq!(variants.len(), 30);
+    // The real queries' words as a pseudo-query spells them: lower case, no punctuation.
+    let words = |q: &str| -> Vec<String> {
+        q.split_whitespace()
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase()
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    let real: Vec<Vec<String>> = ["2020", "2021", "2022"]
+        .iter()
+        .flat_map(|y| {
+            let queries = table(&assets.join(format!("data/trec-dl-{y}")));
+            queries.iter().map(|(_, q)| words(q)).collect::<Vec<_>>()
+        })
+        .collect();
+    let mut keeping = 0;
+    for (id, variant) in variants.iter() {
+        assert!(id.starts_with("var-"), "{id}");
+        let variant = words(variant);
+        assert!(!real.contains(&variant), "{variant:?} is a real query");
+        // Each word stays with probability 0.6 (more where it has no neighbour), so nearly
+        // every variant keeps a word of a real query of its length, in its place.
+        let kept = |q: &Vec<String>| {
+            q.len() == variant.len() && q.iter().zip(&variant).any(|(a, b)| a == b)
+        };
+        keeping += usize::from(real.iter().any(kept));
+    }
+    assert!(
+        keeping >= 25,
+        "{keeping} of 30 variants keep a word of a real query"
+    );
+}
+
 #[test]
 fn triples_read_and_malformed_triples_are_located() {
     let triples = tinyrank_distill::data::read_triples(

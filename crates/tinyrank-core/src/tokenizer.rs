@@ -213,6 +213,11 @@ impl PairTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The vocabulary's token `id`, as the vocabulary spells it (`##`-prefixed for a word piece).
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// Tokenises one (query, passage) pair, cut by `cut`.
     pub fn encode_pair(&self, query: &str, passage: &str, cut: Cut) -> Result<Encoded, Error> {
         let [query, passage] = <[Tokens; 2]>::try_from(self.tokenize(&[query, passage])?)

@@ -1,8 +1,9 @@
 //! Teacher-labelled augmentation: pseudo-queries cut from passages of the training collections,
 //! each with candidates from a BM25 index over the same passages (its source among them, and hard
-//! negatives that share its words). The output is a dataset directory that `tinyrank distill
-//! --train` reads like any TREC set; the teacher scores every pair during distillation, so the
-//! pairs need no judgments.
+//! negatives that share its words), or word-replaced variants of the training queries
+//! ([`variants`]) with their candidates over the same index. The output is a dataset directory
+//! that `tinyrank distill --train` reads like any TREC set; the teacher scores every pair during
+//! distillation, so the pairs need no judgments.
 //!
 //! Generation is deterministic for a seed and streamed: memory holds the passages and their
 //! index, never the pairs, so a million pairs cost what a thousand do.
@@ -22,6 +23,10 @@ use rayon::prelude::*;
 use crate::data::{DataError, TextTable};
 use crate::examples::Example;
 use crate::rerank::DatasetPaths;
+
+pub mod variants;
+
+pub use variants::{QueryVariants, WordVectors};
 
 /// How many words a pseudo-query takes from its passage: `min-max`, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,13 +206,21 @@ fn dir_name(dir: &Path) -> String {
     )
 }
 
-/// One generated query: its source passage and its BM25 candidates (pool indices, best first;
-/// the source always among them).
+/// One generated query: its source passage, if it has one, and its BM25 candidates (pool
+/// indices, best first; the source always among them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Augmented {
     pub query: String,
-    pub source: usize,
+    pub source: Option<usize>,
     pub candidates: Vec<(usize, f32)>,
+}
+
+/// What pseudo-queries are made from.
+pub enum Origin {
+    /// A span of a pool passage's words, that passage being its source.
+    Spans(SpanWords),
+    /// A real query with some words replaced; it has no source passage.
+    Variants(QueryVariants),
 }
 
 /// Pseudo-queries and their candidates over a [`Pool`].
@@ -215,16 +228,17 @@ pub struct Augmenter<'a> {
     pool: &'a Pool,
     embedder: Embedder,
     scorer: Scorer<u32>,
-    /// Passages long enough to give a span, in pool order.
-    sources: Vec<usize>,
-    span: SpanWords,
+    origin: Origin,
+    /// What each round visits once: passages long enough to give a span (pool indices), or
+    /// the variants' queries.
+    units: Vec<usize>,
     top_k: usize,
     seed: u64,
 }
 
 impl<'a> Augmenter<'a> {
     /// Indexes the pool with BM25 (English stemming and stop words; k1 1.2, b 0.75).
-    pub fn new(pool: &'a Pool, span: SpanWords, top_k: TopK, seed: u64) -> Self {
+    pub fn new(pool: &'a Pool, origin: Origin, top_k: TopK, seed: u64) -> Self {
         let texts: Vec<&str> = pool.texts.iter().map(String::as_str).collect();
         let embedder: Embedder = EmbedderBuilder::with_fit_to_corpus(Language::English, &texts)
             .k1(1.2)
@@ -235,35 +249,44 @@ impl<'a> Augmenter<'a> {
         for (i, e) in embeddings.into_iter().enumerate() {
             scorer.upsert(&(i as u32), e);
         }
-        let sources = (0..pool.len())
-            .filter(|&i| query_words(&pool.texts[i]).len() >= span.min)
-            .collect();
+        let units = match &origin {
+            Origin::Spans(span) => (0..pool.len())
+                .filter(|&i| query_words(&pool.texts[i]).len() >= span.min)
+                .collect(),
+            Origin::Variants(variants) => (0..variants.len()).collect(),
+        };
         Self {
             pool,
             embedder,
             scorer,
-            sources,
-            span,
+            origin,
+            units,
             top_k: top_k.get(),
             seed,
         }
     }
 
-    /// Passages that can be a query's source.
+    /// Passages that can be a query's source, or queries that can give variants.
     pub fn sources(&self) -> usize {
-        self.sources.len()
+        self.units.len()
     }
 
-    /// Query `n` of round `n / sources` (each round visits every source once, in an order that
-    /// depends only on the seed and the round): a span of its source's words and the BM25 top-k
-    /// for it. None when the span finds fewer than top-k passages or is an excluded query.
+    /// Query `n` of round `n / units` (each round visits every unit once, in an order that
+    /// depends only on the seed and the round): a span of its source's words, or a variant of
+    /// its query, and the BM25 top-k for it. None when the query finds fewer than top-k
+    /// passages, is an excluded query, or is of a query with no word to replace.
     fn generate(&self, order: &[usize], n: u64) -> Option<Augmented> {
-        let source = order[(n % order.len() as u64) as usize];
+        let unit = order[(n % order.len() as u64) as usize];
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let words = query_words(&self.pool.texts[source]);
-        let len = rng.random_range(self.span.min..=self.span.max.min(words.len()));
-        let start = rng.random_range(0..=words.len() - len);
-        let query = words[start..start + len].join(" ");
+        let (query, source) = match &self.origin {
+            Origin::Spans(span) => {
+                let words = query_words(&self.pool.texts[unit]);
+                let len = rng.random_range(span.min..=span.max.min(words.len()));
+                let start = rng.random_range(0..=words.len() - len);
+                (words[start..start + len].join(" "), Some(unit))
+            }
+            Origin::Variants(variants) => (variants.variant(unit, &mut rng)?, None),
+        };
         if self.pool.excluded_queries.contains(&query) {
             return None;
         }
@@ -277,7 +300,7 @@ impl<'a> Augmenter<'a> {
 
     /// The top-k passages for `query`, ties broken by pool order (the index's own order is a
     /// hash set's), with `source` in the last place when BM25 ranks it lower.
-    fn search(&self, query: &str, source: usize) -> Option<Vec<(usize, f32)>> {
+    fn search(&self, query: &str, source: Option<usize>) -> Option<Vec<(usize, f32)>> {
         let mut matches = self.scorer.matches(&self.embedder.embed(query));
         if matches.len() < self.top_k {
             return None;
@@ -287,7 +310,7 @@ impl<'a> Augmenter<'a> {
             .iter()
             .map(|m| (m.id as usize, m.score))
             .collect();
-        if !top.iter().any(|&(i, _)| i == source) {
+        if let Some(source) = source.filter(|&s| !top.iter().any(|&(i, _)| i == s)) {
             let score = matches
                 .iter()
                 .find(|m| m.id as usize == source)
@@ -299,7 +322,7 @@ impl<'a> Augmenter<'a> {
 
     /// The source order of round `round`.
     fn order(&self, round: u64) -> Vec<usize> {
-        let mut order = self.sources.clone();
+        let mut order = self.units.clone();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(
             self.seed.wrapping_add(round),
         ));
@@ -315,7 +338,7 @@ impl<'a> Augmenter<'a> {
         mut f: impl FnMut(Augmented) -> Result<(), DataError>,
     ) -> Result<u64, DataError> {
         const CHUNK: usize = 512;
-        let per_round = self.sources.len() as u64;
+        let per_round = self.units.len() as u64;
         let mut done = 0;
         for round in 0.. {
             let before = done;
@@ -346,28 +369,34 @@ impl<'a> Augmenter<'a> {
 /// counts at the default --min-rel).
 pub const SOURCE_GRADE: u8 = 2;
 
-/// The id of generated query `n`.
-fn query_id(n: u64) -> String {
-    format!("aug-{n}")
-}
-
 impl Augmenter<'_> {
+    /// The id of generated query `n`: `aug-<n>` for spans, `var-<n>` for variants, so that
+    /// both kinds can train together.
+    fn query_id(&self, n: u64) -> String {
+        match self.origin {
+            Origin::Spans(_) => format!("aug-{n}"),
+            Origin::Variants(_) => format!("var-{n}"),
+        }
+    }
+
     /// The first `count` generated queries as training examples, one per candidate, for a
     /// trainer that holds its examples anyway; [`write_dataset`] streams any number to disk.
     /// With `label_source` a query's source passage is labelled 1 and its other candidates 0
-    /// (as `write_dataset`'s qrels.txt reads back); without it no pair has a label.
+    /// (as `write_dataset`'s qrels.txt reads back); without it, or without a source (a
+    /// variant), no pair has a label.
     pub fn examples(&self, count: u64, label_source: bool) -> Result<Vec<Example>, DataError> {
         let mut examples = Vec::new();
         let mut n = 0;
         self.for_each(count, |a| {
-            let query_id = query_id(n);
+            let query_id = self.query_id(n);
             n += 1;
+            let source = a.source.filter(|_| label_source);
             examples.extend(a.candidates.iter().map(|&(i, _)| Example {
                 query_id: query_id.clone(),
                 query: a.query.clone(),
                 passage: self.pool.texts[i].clone(),
-                label: label_source.then_some(u8::from(i == a.source)),
-                grade: label_source.then_some(if i == a.source { SOURCE_GRADE } else { 0 }),
+                label: source.map(|s| u8::from(i == s)),
+                grade: source.map(|s| if i == s { SOURCE_GRADE } else { 0 }),
                 prior: None,
             }));
             Ok(())
@@ -386,7 +415,7 @@ pub struct Written {
 /// Writes `count` generated queries as a dataset directory `out`: collection.tsv (the pool),
 /// queries.tsv (`aug-<n>`), bm25.run (each query's candidates) and, with `label_source`,
 /// qrels.txt grading each query's source passage 2 (the one pair known to match; the others
-/// stay unjudged). Files are streamed into a hidden directory beside `out` that becomes `out`
+/// stay unjudged); variants have no source, so `label_source` is refused for them. Files are streamed into a hidden directory beside `out` that becomes `out`
 /// only when complete; an existing `out` is refused.
 pub fn write_dataset(
     out: &Path,
@@ -398,6 +427,12 @@ pub fn write_dataset(
         return Err(DataError::file(
             out,
             "already exists; remove it or choose another --out",
+        ));
+    }
+    if label_source && matches!(augmenter.origin, Origin::Variants(_)) {
+        return Err(DataError::file(
+            out,
+            "query variants have no source passage to label",
         ));
     }
     let partial = out.with_file_name(format!(".{}.partial", dir_name(out)));
@@ -465,18 +500,15 @@ fn write_files(
         .transpose()?;
     let (mut n, mut pairs) = (0u64, 0u64);
     let written = augmenter.for_each(count, |a| {
-        let qid = query_id(n);
+        let qid = augmenter.query_id(n);
         n += 1;
         queries.line(format_args!("{qid}\t{}", a.query))?;
         for (rank, &(i, score)) in a.candidates.iter().enumerate() {
             let pid = &pool.ids[i];
             run.line(format_args!("{qid} Q0 {pid} {} {score:.4} bm25", rank + 1))?;
         }
-        if let Some(qrels) = qrels.as_mut() {
-            qrels.line(format_args!(
-                "{qid} 0 {} {SOURCE_GRADE}",
-                pool.ids[a.source]
-            ))?;
+        if let (Some(qrels), Some(source)) = (qrels.as_mut(), a.source) {
+            qrels.line(format_args!("{qid} 0 {} {SOURCE_GRADE}", pool.ids[source]))?;
         }
         pairs += a.candidates.len() as u64;
         Ok(())
@@ -567,7 +599,7 @@ mod tests {
         let from = dataset(root.path(), "from", &PASSAGES, &[]);
         let pool = Pool::read(&[from], &[]).unwrap();
         let write = |name: &str, seed: u64| {
-            let augmenter = Augmenter::new(&pool, span("2-4"), TopK(3), seed);
+            let augmenter = Augmenter::new(&pool, Origin::Spans(span("2-4")), TopK(3), seed);
             let out = root.path().join(name);
             let written = write_dataset(&out, &augmenter, 20, true).unwrap();
             (out, written)
@@ -602,12 +634,38 @@ mod tests {
                 .ends_with(".partial")
         }));
         // In memory, the same queries with the source labelled 1, as the files read back.
-        let augmenter = Augmenter::new(&pool, span("2-4"), TopK(3), 7);
+        let augmenter = Augmenter::new(&pool, Origin::Spans(span("2-4")), TopK(3), 7);
         let examples = augmenter.examples(20, true).unwrap();
         let from_files = crate::examples::from_dataset(&first, 3, 2).unwrap();
         assert_eq!(examples, from_files);
         let refused = augmenter;
         let err = write_dataset(&first, &refused, 1, false).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
+    }
+
+    #[test]
+    fn variants_search_the_pool_unlabelled() {
+        let root = tempfile::tempdir().unwrap();
+        let from = dataset(root.path(), "from", &PASSAGES, &["river tea"]);
+        let pool = Pool::read(std::slice::from_ref(&from), &[]).unwrap();
+        // "river" and "sea" are neighbours; "tea" has none ("coffee" is a lone direction).
+        let vocab = ["river", "sea", "coffee"].map(String::from);
+        let vectors = WordVectors::new(&vocab, &[1.0, 0.0, 0.9, 0.1, 0.0, 1.0], 2);
+        let variants = QueryVariants::read(&[from], &vectors).unwrap();
+        let augmenter = Augmenter::new(&pool, Origin::Variants(variants), TopK(2), 5);
+        let examples = augmenter.examples(3, true).unwrap();
+        assert_eq!(examples.len(), 3 * 2);
+        for e in &examples {
+            assert!(e.query_id.starts_with("var-"), "{e:?}");
+            assert!(
+                ["sea tea", "coffee tea"].contains(&e.query.as_str()),
+                "{e:?}"
+            );
+            assert_eq!((e.label, e.grade), (None, None));
+        }
+        let out = root.path().join("variants");
+        let err = write_dataset(&out, &augmenter, 3, true).unwrap_err();
+        assert!(err.to_string().contains("no source passage"), "{err}");
+        assert!(!out.exists());
     }
 }
