@@ -66,16 +66,7 @@ fn augment_writes_query_variants() {
     let table = |dir: &Path| TextTable::read(&dir.join("queries.tsv"), "query").unwrap();
     let variants = table(&out);
     assert_eq!(variants.len(), 30);
-    // The real queries' words as a pseudo-query spells them: lower case, no punctuation.
-    let words = |q: &str| -> Vec<String> {
-        q.split_whitespace()
-            .map(|w| {
-                w.trim_matches(|c: char| !c.is_alphanumeric())
-                    .to_lowercase()
-            })
-            .filter(|w| !w.is_empty())
-            .collect()
-    };
+    let words = tinyrank_distill::augment::query_words;
     let real: Vec<Vec<String>> = ["2020", "2021", "2022"]
         .iter()
         .flat_map(|y| {

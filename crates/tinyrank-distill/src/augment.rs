@@ -102,8 +102,9 @@ impl fmt::Display for TopK {
     }
 }
 
-/// The words a pseudo-query is cut from: lower-cased, punctuation trimmed from each end.
-fn query_words(text: &str) -> Vec<String> {
+/// The words a pseudo-query is cut from (or a query variant made of): lower-cased, punctuation
+/// trimmed from each end.
+pub fn query_words(text: &str) -> Vec<String> {
     text.split_whitespace()
         .map(|w| {
             w.trim_matches(|c: char| !c.is_alphanumeric())

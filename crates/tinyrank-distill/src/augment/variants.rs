@@ -1,7 +1,8 @@
 //! Word-replaced variants of real queries: TinyBERT's data augmentation (Jiao et al., Findings
 //! of EMNLP 2020, section 3.1) applied to the training queries. Each word that is one token of
 //! the vocabulary is replaced, with probability [`REPLACE_PROBABILITY`], by one of its
-//! [`NEIGHBOURS`] nearest words by cosine in a checkpoint's input word embeddings. The paper
+//! [`NEIGHBOURS`] nearest words by cosine in a checkpoint's input word embeddings, and at least
+//! one is, so that a variant is never its query (a departure: the paper may keep one). The paper
 //! takes single-piece words from BERT's masked-LM predictions and others from GloVe; our
 //! cross-encoders carry no masked-LM head, and their word embeddings give GloVe-like neighbours
 //! (car: cars, vehicle, automobile), so they serve for both.
