@@ -111,52 +111,60 @@ impl TrainingData {
         };
         let seed = args.config.seed;
         let pool = Pool::read(&paths.train, std::slice::from_ref(&paths.eval))?;
+        let eval = paths.eval.display();
         let held_out = format!(
-            "over {} passages ({} held out by {})",
+            "over {} passages ({} held out by {eval})",
             pool.len(),
-            pool.excluded,
-            paths.eval.display()
+            pool.excluded
         );
+        let mut add = |examples: Vec<Example>, what: String, identity: String| {
+            eprintln!(
+                "augmentation: {} pairs of {what} {held_out}",
+                examples.len()
+            );
+            self.examples.extend(examples);
+            self.sources.push(format!(
+                "{identity}, top-{top_k}, seed {seed}, held out {eval}"
+            ));
+        };
         if augment > 0 {
             let spans = Origin::Spans(args.augment_span);
             let examples = Augmenter::new(&pool, spans, top_k, seed).examples(augment, true)?;
-            eprintln!(
-                "augmentation: {} pairs of {augment} pseudo-queries {held_out}",
-                examples.len()
-            );
-            self.examples.extend(examples);
-            self.sources.push(format!(
-                "augment {augment} queries of {} words, top-{top_k}, seed {seed}, held out {}",
-                args.augment_span,
-                paths.eval.display()
-            ));
+            let span = args.augment_span;
+            let identity = format!("augment {augment} queries of {span} words");
+            add(examples, format!("{augment} pseudo-queries"), identity);
         }
         let count = args.augment_variants;
         if count > 0 {
-            let vectors = WordVectors::load(&paths.teacher)?;
-            let variants = Origin::Variants(QueryVariants::read(&paths.train, &vectors)?);
-            let examples = Augmenter::new(&pool, variants, top_k, seed).examples(count, false)?;
-            if examples.is_empty() {
-                bail!(
-                    "--augment-variants: the word embeddings of {} give no word of the --train \
-                     queries a neighbour to replace it with (a whole-word vocabulary is needed)",
-                    paths.teacher.display()
-                );
-            }
-            eprintln!(
-                "augmentation: {} pairs of {count} query variants {held_out}",
-                examples.len()
-            );
-            self.examples.extend(examples);
-            self.sources.push(format!(
-                "augment {count} query variants (word vectors of {}), top-{top_k}, seed {seed}, \
-                 held out {}",
-                paths.teacher.display(),
-                paths.eval.display()
-            ));
+            let examples = query_variants(&pool, paths, count, top_k, seed)?;
+            let vectors = paths.teacher.display();
+            let identity = format!("augment {count} query variants (word vectors of {vectors})");
+            add(examples, format!("{count} query variants"), identity);
         }
         Ok(())
     }
+}
+
+/// `count` variants of the --train queries, their words' neighbours taken from the teacher's
+/// word embeddings.
+fn query_variants(
+    pool: &Pool,
+    paths: &Paths,
+    count: u64,
+    top_k: TopK,
+    seed: u64,
+) -> Result<Vec<Example>> {
+    let vectors = WordVectors::load(&paths.teacher)?;
+    let variants = Origin::Variants(QueryVariants::read(&paths.train, &vectors)?);
+    let examples = Augmenter::new(pool, variants, top_k, seed).examples(count, false)?;
+    if examples.is_empty() {
+        bail!(
+            "--augment-variants: the word embeddings of {} give no word of the --train queries a \
+             neighbour to replace it with (a whole-word vocabulary is needed)",
+            paths.teacher.display()
+        );
+    }
+    Ok(examples)
 }
 
 /// Keeps, of each relevant document with several passages, only the one `teacher` scores

@@ -414,10 +414,11 @@ pub struct Written {
 }
 
 /// Writes `count` generated queries as a dataset directory `out`: collection.tsv (the pool),
-/// queries.tsv (`aug-<n>`), bm25.run (each query's candidates) and, with `label_source`,
-/// qrels.txt grading each query's source passage 2 (the one pair known to match; the others
-/// stay unjudged); variants have no source, so `label_source` is refused for them. Files are streamed into a hidden directory beside `out` that becomes `out`
-/// only when complete; an existing `out` is refused.
+/// queries.tsv (`aug-<n>` or `var-<n>`), bm25.run (each query's candidates) and, with
+/// `label_source`, qrels.txt grading each query's source passage 2 (the one pair known to
+/// match; the others stay unjudged); variants have no source, so `label_source` is refused for
+/// them. Files are streamed into a hidden directory beside `out` that becomes `out` only when
+/// complete; an existing `out` is refused.
 pub fn write_dataset(
     out: &Path,
     augmenter: &Augmenter<'_>,
@@ -649,7 +650,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let from = dataset(root.path(), "from", &PASSAGES, &["river tea"]);
         let pool = Pool::read(std::slice::from_ref(&from), &[]).unwrap();
-        // "river" and "sea" are neighbours; "tea" has none ("coffee" is a lone direction).
+        // "river" is replaced by "sea" or "coffee"; "tea" is not in the vocabulary, so it stays.
         let vocab = ["river", "sea", "coffee"].map(String::from);
         let vectors = WordVectors::new(&vocab, &[1.0, 0.0, 0.9, 0.1, 0.0, 1.0], 2);
         let variants = QueryVariants::read(&[from], &vectors).unwrap();
