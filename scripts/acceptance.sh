@@ -6,7 +6,8 @@
 #
 # Environment: TINYRANK_BIN (default target/release/tinyrank), DEVICE (gpu), TRAIN_TOP_K (100),
 # AUGMENT (0: pseudo-queries of teacher-labelled augmentation added), AUGMENT_TOP_K (their
-# candidates each; default TRAIN_TOP_K), LR (1e-4), EVAL_TOP_K (100), SEED (42), PARALLEL (1: every run at once, which suits a GPU; 0 one after another, for a CPU),
+# candidates each; default TRAIN_TOP_K), VARIANTS (0: word-replaced query variants added,
+# with AUGMENT_TOP_K candidates each), LR (1e-4), EVAL_TOP_K (100), SEED (42), PARALLEL (1: every run at once, which suits a GPU; 0 one after another, for a CPU),
 # METHODS (labels standard tinybert simplified two-layer; also margin-mse, listwise), TEACHER (default: the shared teacher;
 # a fine-tuned one from `distill --method fine-tune`, its students cut from its layers). Each run writes OUT_DIR/NAME/ (log.jsonl,
 # loss.svg, results.md, student/) and OUT_DIR/NAME.log; OUT_DIR/table.md gathers the results.
@@ -18,7 +19,7 @@ top_k=${TRAIN_TOP_K:-100}
 methods=${METHODS:-labels standard tinybert simplified two-layer}
 mkdir -p "$out"
 
-common=(--train-top-k "$top_k" --augment "${AUGMENT:-0}" --lr "${LR:-1e-4}" --epochs 1
+common=(--train-top-k "$top_k" --augment "${AUGMENT:-0}" --augment-variants "${VARIANTS:-0}" --lr "${LR:-1e-4}" --epochs 1
         --eval-top-k "${EVAL_TOP_K:-100}" --max-len 128 --seed "${SEED:-42}" --device "$device"
         --checkpoint-every 100)
 [ -n "${TEACHER:-}" ] && common+=(--teacher "$TEACHER")
@@ -54,7 +55,7 @@ else
 fi
 
 {
-  echo "# acceptance: teacher ${TEACHER:-shared}, train top-$top_k, augment ${AUGMENT:-0} x top-${AUGMENT_TOP_K:-$top_k}, lr ${LR:-1e-4}, seed ${SEED:-42}, device $device, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "# acceptance: teacher ${TEACHER:-shared}, train top-$top_k, augment ${AUGMENT:-0} + ${VARIANTS:-0} variants x top-${AUGMENT_TOP_K:-$top_k}, lr ${LR:-1e-4}, seed ${SEED:-42}, device $device, $(date -u +%Y-%m-%dT%H:%MZ)"
   for m in $methods; do
     echo "## $m"
     cat "$out/$m/results.md" 2>/dev/null || tail -5 "$out/$m.log"
