@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::Args;
 use tinyrank_distill::augment::{
-    Augmenter, Origin, Pool, QueryVariants, SpanWords, TopK, WordVectors, write_dataset,
+    Augmenter, Bm25Index, Origin, Pool, QueryVariants, SpanWords, TopK, WordVectors, write_dataset,
 };
 
 use crate::assets;
@@ -81,7 +81,8 @@ pub fn run_augment(args: AugmentArgs) -> Result<()> {
         );
         (Origin::Spans(args.span_words), distinct, what)
     };
-    let augmenter = Augmenter::new(&pool, origin, args.top_k, args.seed);
+    let index = Bm25Index::new(&pool);
+    let augmenter = Augmenter::new(&index, origin, args.top_k, args.seed);
     eprintln!(
         "pool: {} passages ({} held out by {}, {} repeated texts skipped), {} {}; \
          indexed in {:.1} s",

@@ -3,7 +3,9 @@
 
 use anyhow::{Result, anyhow, bail};
 use tinyrank_core::{Reranker, WordWindows};
-use tinyrank_distill::augment::{Augmenter, Origin, Pool, QueryVariants, TopK, WordVectors};
+use tinyrank_distill::augment::{
+    Augmenter, Bm25Index, Origin, Pool, QueryVariants, TopK, WordVectors,
+};
 use tinyrank_distill::examples::{
     DocumentExamples, Example, from_dataset, from_documents, from_triples,
 };
@@ -111,6 +113,7 @@ impl TrainingData {
         };
         let seed = args.config.seed;
         let pool = Pool::read(&paths.train, std::slice::from_ref(&paths.eval))?;
+        let index = Bm25Index::new(&pool);
         let eval = paths.eval.display();
         let held_out = format!(
             "over {} passages ({} held out by {eval})",
@@ -129,14 +132,14 @@ impl TrainingData {
         };
         if augment > 0 {
             let spans = Origin::Spans(args.augment_span);
-            let examples = Augmenter::new(&pool, spans, top_k, seed).examples(augment, true)?;
+            let examples = Augmenter::new(&index, spans, top_k, seed).examples(augment, true)?;
             let span = args.augment_span;
             let identity = format!("augment {augment} queries of {span} words");
             add(examples, format!("{augment} pseudo-queries"), identity);
         }
         let count = args.augment_variants;
         if count > 0 {
-            let examples = query_variants(&pool, paths, count, top_k, seed)?;
+            let examples = query_variants(&index, paths, count, top_k, seed)?;
             let vectors = paths.teacher.display();
             let identity = format!("augment {count} query variants (word vectors of {vectors})");
             add(examples, format!("{count} query variants"), identity);
@@ -148,7 +151,7 @@ impl TrainingData {
 /// `count` variants of the --train queries, their words' neighbours taken from the teacher's
 /// word embeddings.
 fn query_variants(
-    pool: &Pool,
+    index: &Bm25Index<'_>,
     paths: &Paths,
     count: u64,
     top_k: TopK,
@@ -156,7 +159,7 @@ fn query_variants(
 ) -> Result<Vec<Example>> {
     let vectors = WordVectors::load(&paths.teacher)?;
     let variants = Origin::Variants(QueryVariants::read(&paths.train, &vectors)?);
-    let examples = Augmenter::new(pool, variants, top_k, seed).examples(count, false)?;
+    let examples = Augmenter::new(index, variants, top_k, seed).examples(count, false)?;
     if examples.is_empty() {
         bail!(
             "--augment-variants: the word embeddings of {} give no word of the --train queries a \

@@ -224,22 +224,16 @@ pub enum Origin {
     Variants(QueryVariants),
 }
 
-/// Pseudo-queries and their candidates over a [`Pool`].
-pub struct Augmenter<'a> {
+/// A BM25 index over a [`Pool`] (English stemming and stop words; k1 1.2, b 0.75), built once
+/// for every kind of pseudo-query drawn on it.
+pub struct Bm25Index<'a> {
     pool: &'a Pool,
     embedder: Embedder,
     scorer: Scorer<u32>,
-    origin: Origin,
-    /// What each round visits once: passages long enough to give a span (pool indices), or
-    /// the variants' queries.
-    units: Vec<usize>,
-    top_k: usize,
-    seed: u64,
 }
 
-impl<'a> Augmenter<'a> {
-    /// Indexes the pool with BM25 (English stemming and stop words; k1 1.2, b 0.75).
-    pub fn new(pool: &'a Pool, origin: Origin, top_k: TopK, seed: u64) -> Self {
+impl<'a> Bm25Index<'a> {
+    pub fn new(pool: &'a Pool) -> Self {
         let texts: Vec<&str> = pool.texts.iter().map(String::as_str).collect();
         let embedder: Embedder = EmbedderBuilder::with_fit_to_corpus(Language::English, &texts)
             .k1(1.2)
@@ -250,6 +244,51 @@ impl<'a> Augmenter<'a> {
         for (i, e) in embeddings.into_iter().enumerate() {
             scorer.upsert(&(i as u32), e);
         }
+        Self {
+            pool,
+            embedder,
+            scorer,
+        }
+    }
+
+    /// The top `k` passages for `query`, ties broken by pool order (the index's own order is a
+    /// hash set's), with `source` in the last place when BM25 ranks it lower; None when fewer
+    /// than `k` passages match.
+    fn search(&self, query: &str, k: usize, source: Option<usize>) -> Option<Vec<(usize, f32)>> {
+        let mut matches = self.scorer.matches(&self.embedder.embed(query));
+        if matches.len() < k {
+            return None;
+        }
+        matches.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        let mut top: Vec<(usize, f32)> = matches[..k]
+            .iter()
+            .map(|m| (m.id as usize, m.score))
+            .collect();
+        if let Some(source) = source.filter(|&s| !top.iter().any(|&(i, _)| i == s)) {
+            let score = matches
+                .iter()
+                .find(|m| m.id as usize == source)
+                .map_or(0.0, |m| m.score);
+            top[k - 1] = (source, score);
+        }
+        Some(top)
+    }
+}
+
+/// Pseudo-queries and their candidates over a [`Bm25Index`]'s pool.
+pub struct Augmenter<'a> {
+    index: &'a Bm25Index<'a>,
+    origin: Origin,
+    /// What each round visits once: passages long enough to give a span (pool indices), or
+    /// the variants' queries.
+    units: Vec<usize>,
+    top_k: usize,
+    seed: u64,
+}
+
+impl<'a> Augmenter<'a> {
+    pub fn new(index: &'a Bm25Index<'a>, origin: Origin, top_k: TopK, seed: u64) -> Self {
+        let pool = index.pool;
         let units = match &origin {
             Origin::Spans(span) => (0..pool.len())
                 .filter(|&i| query_words(&pool.texts[i]).len() >= span.min)
@@ -257,9 +296,7 @@ impl<'a> Augmenter<'a> {
             Origin::Variants(variants) => (0..variants.len()).collect(),
         };
         Self {
-            pool,
-            embedder,
-            scorer,
+            index,
             origin,
             units,
             top_k: top_k.get(),
@@ -281,44 +318,22 @@ impl<'a> Augmenter<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let (query, source) = match &self.origin {
             Origin::Spans(span) => {
-                let words = query_words(&self.pool.texts[unit]);
+                let words = query_words(&self.index.pool.texts[unit]);
                 let len = rng.random_range(span.min..=span.max.min(words.len()));
                 let start = rng.random_range(0..=words.len() - len);
                 (words[start..start + len].join(" "), Some(unit))
             }
             Origin::Variants(variants) => (variants.variant(unit, &mut rng)?, None),
         };
-        if self.pool.excluded_queries.contains(&query) {
+        if self.index.pool.excluded_queries.contains(&query) {
             return None;
         }
-        let candidates = self.search(&query, source)?;
+        let candidates = self.index.search(&query, self.top_k, source)?;
         Some(Augmented {
             query,
             source,
             candidates,
         })
-    }
-
-    /// The top-k passages for `query`, ties broken by pool order (the index's own order is a
-    /// hash set's), with `source` in the last place when BM25 ranks it lower.
-    fn search(&self, query: &str, source: Option<usize>) -> Option<Vec<(usize, f32)>> {
-        let mut matches = self.scorer.matches(&self.embedder.embed(query));
-        if matches.len() < self.top_k {
-            return None;
-        }
-        matches.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
-        let mut top: Vec<(usize, f32)> = matches[..self.top_k]
-            .iter()
-            .map(|m| (m.id as usize, m.score))
-            .collect();
-        if let Some(source) = source.filter(|&s| !top.iter().any(|&(i, _)| i == s)) {
-            let score = matches
-                .iter()
-                .find(|m| m.id as usize == source)
-                .map_or(0.0, |m| m.score);
-            top[self.top_k - 1] = (source, score);
-        }
-        Some(top)
     }
 
     /// The source order of round `round`.
@@ -395,7 +410,7 @@ impl Augmenter<'_> {
             examples.extend(a.candidates.iter().map(|&(i, _)| Example {
                 query_id: query_id.clone(),
                 query: a.query.clone(),
-                passage: self.pool.texts[i].clone(),
+                passage: self.index.pool.texts[i].clone(),
                 label: source.map(|s| u8::from(i == s)),
                 grade: source.map(|s| if i == s { SOURCE_GRADE } else { 0 }),
                 prior: None,
@@ -489,7 +504,7 @@ fn write_files(
     count: u64,
     label_source: bool,
 ) -> Result<Written, DataError> {
-    let pool = augmenter.pool;
+    let pool = augmenter.index.pool;
     let mut collection = Output::create(dir, "collection.tsv")?;
     for (id, text) in pool.ids.iter().zip(&pool.texts) {
         collection.line(format_args!("{id}\t{text}"))?;
@@ -600,8 +615,9 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let from = dataset(root.path(), "from", &PASSAGES, &[]);
         let pool = Pool::read(&[from], &[]).unwrap();
+        let index = Bm25Index::new(&pool);
         let write = |name: &str, seed: u64| {
-            let augmenter = Augmenter::new(&pool, Origin::Spans(span("2-4")), TopK(3), seed);
+            let augmenter = Augmenter::new(&index, Origin::Spans(span("2-4")), TopK(3), seed);
             let out = root.path().join(name);
             let written = write_dataset(&out, &augmenter, 20, true).unwrap();
             (out, written)
@@ -636,7 +652,7 @@ mod tests {
                 .ends_with(".partial")
         }));
         // In memory, the same queries with the source labelled 1, as the files read back.
-        let augmenter = Augmenter::new(&pool, Origin::Spans(span("2-4")), TopK(3), 7);
+        let augmenter = Augmenter::new(&index, Origin::Spans(span("2-4")), TopK(3), 7);
         let examples = augmenter.examples(20, true).unwrap();
         let from_files = crate::examples::from_dataset(&first, 3, 2).unwrap();
         assert_eq!(examples, from_files);
@@ -654,7 +670,8 @@ mod tests {
         let vocab = ["river", "sea", "coffee"].map(String::from);
         let vectors = WordVectors::new(&vocab, &[1.0, 0.0, 0.9, 0.1, 0.0, 1.0], 2);
         let variants = QueryVariants::read(&[from], &vectors).unwrap();
-        let augmenter = Augmenter::new(&pool, Origin::Variants(variants), TopK(2), 5);
+        let index = Bm25Index::new(&pool);
+        let augmenter = Augmenter::new(&index, Origin::Variants(variants), TopK(2), 5);
         let examples = augmenter.examples(3, true).unwrap();
         assert_eq!(examples.len(), 3 * 2);
         for e in &examples {
