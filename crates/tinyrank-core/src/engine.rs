@@ -4,7 +4,8 @@
 //!   padded to their longest pair. The definition of the network, and what distillation trains.
 //!   On a GPU whose adapter has f16 arithmetic (`shader-f16`), optionally an f16 copy of it.
 //! - **fused** (CPUs, native and wasm32): `fast/`, a copy of the weights laid out once and a hand-fused,
-//!   unpadded forward, its projections in f32 or int8.
+//!   unpadded forward, its projections in f32 or int8. Distillation on a CPU runs its teacher
+//!   through it too (a padded forward that hands back the burn model's traced outputs).
 //!
 //! Both follow the rules in `rules.rs`; the parity tests hold the fused scores to burn's.
 

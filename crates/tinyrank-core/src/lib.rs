@@ -23,6 +23,7 @@ pub use checkpoint::Checkpoint;
 pub use config::BertConfig;
 pub use device::{BackendKind, DeviceChoice, SelectedDevice, select_device};
 pub use engine::{EngineKind, Precision, check_f16};
+pub use fast::FastCrossEncoder;
 pub use model::{Batch, CrossEncoder, Output, Padding, Trace};
 pub use passages::{
     Aggregation, DocumentEncoder, DocumentPairs, TitleSource, Windows, WordWindows,

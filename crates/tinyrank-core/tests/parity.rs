@@ -7,10 +7,10 @@ mod common;
 
 use common::*;
 use serde::Deserialize;
-use tinyrank_core::burn::tensor::Device;
+use tinyrank_core::burn::tensor::{Device, Tensor};
 use tinyrank_core::{
-    Batch, Checkpoint, CrossEncoder, Cut, EngineKind, Padding, PairTokenizer, Precision, Reranker,
-    Trace,
+    Batch, Checkpoint, CrossEncoder, Cut, Encoded, EngineKind, FastCrossEncoder, Padding,
+    PairTokenizer, Precision, Reranker, Trace,
 };
 
 #[derive(Deserialize)]
@@ -405,4 +405,98 @@ fn fast_cpu_path_matches_the_burn_model_on_real_pairs() {
     let fresh = teacher.fresh_with_config(config, &device).unwrap();
     let diff = both_paths(fresh, 96, &pairs[..1]);
     assert!(diff <= 1e-4, "fresh tanh-GELU model: {diff}");
+}
+
+/// The largest |a - b| over two tensors of one shape, only at the elements `keep` takes.
+fn max_diff_where<const D: usize>(
+    a: &Tensor<D>,
+    b: &Tensor<D>,
+    keep: impl Fn(usize) -> bool,
+) -> f32 {
+    let a = a.to_data().try_into_vec::<f32>().unwrap();
+    let b = b.to_data().try_into_vec::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    (0..a.len())
+        .filter(|&i| keep(i))
+        .map(|i| (a[i] - b[i]).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Each layer's tensors within 1e-4 of the burn model's, at the elements `keep` takes (given
+/// an element's index and the dims).
+fn assert_layers_match<const D: usize>(
+    got: &[Tensor<D>],
+    want: &[Tensor<D>],
+    what: &str,
+    keep: impl Fn(usize, [usize; D]) -> bool,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: layers");
+    for (layer, (g, w)) in got.iter().zip(want).enumerate() {
+        let dims = w.dims();
+        assert_eq!(g.dims(), dims, "{what} {layer}");
+        let diff = max_diff_where(g, w, |i| keep(i, dims));
+        eprintln!("{what} {layer}: max |fused - burn| = {diff:e}");
+        assert!(diff <= 1e-4, "{what} {layer}: {diff}");
+    }
+}
+
+/// Training's teacher on the CPU runs the fused engine's padded forward: it must hand back what
+/// the burn model's traced forward does, padded rows included (the hidden-state loss counts
+/// them), and the attention scores of every real key (padded keys are masked in the loss).
+#[test]
+fn fused_traced_forward_matches_the_burn_model_on_real_pairs() {
+    let device = Device::flex();
+    let checkpoint = Checkpoint::load(&teacher_dir(), &device).unwrap();
+    let pairs = dl19_candidates(1);
+    let (query, passages) = &pairs[0];
+    let passages: Vec<&str> = passages.iter().take(12).map(String::as_str).collect();
+    let cut = Cut::new(128).unwrap();
+    let encoded = checkpoint
+        .tokenizer
+        .encode_pairs(query, &passages, cut)
+        .unwrap();
+    let lens: Vec<usize> = encoded.iter().map(|e| e.ids.len()).collect();
+    assert!(
+        lens.iter().min() < lens.iter().max(),
+        "the batch needs padding: {lens:?}"
+    );
+    let padding = Padding {
+        pad_id: checkpoint.tokenizer.pad_id(),
+        multiple: 16,
+        cap: 128,
+    };
+    let batch = Batch::padded(&encoded, padding, &device);
+    let want = checkpoint.model.forward(&batch, Trace::ALL);
+    let fused = FastCrossEncoder::from_model(&checkpoint.model, Precision::F32);
+    let rows: Vec<&Encoded> = encoded.iter().collect();
+    let got = fused.forward_padded(&rows, padding, Trace::ALL, &device);
+
+    let as_rows = |t: &Tensor<2>| {
+        let [n, k] = t.dims();
+        let v = t.to_data().try_into_vec::<f32>().unwrap();
+        (0..n)
+            .map(|i| v[i * k..(i + 1) * k].to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_close(
+        &as_rows(&got.logits),
+        &as_rows(&want.logits),
+        1e-4,
+        "logits",
+    );
+    // Padded rows count in the hidden-state loss: every element.
+    assert_layers_match(
+        &got.hidden_states,
+        &want.hidden_states,
+        "hidden state",
+        |_, _| true,
+    );
+    // Element i of the scores is (pair, head, query, key): the loss masks padded keys.
+    let real_key = |i, [_, heads, len, _]: [usize; 4]| i % len < lens[i / (heads * len * len)];
+    assert_layers_match(
+        &got.attention_scores,
+        &want.attention_scores,
+        "attention scores",
+        real_key,
+    );
 }

@@ -53,9 +53,46 @@ fn rows_per_task(width: usize) -> usize {
 /// attends from the [CLS] rows alone and runs its projections, norms and feed-forward on one
 /// row per pair: a quarter of the encoder's multiply-adds at 3 layers, with the same result.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum QueryRows {
+pub(super) enum QueryRows {
     All,
     Cls,
+}
+
+/// One sequence's place in the packed batch: its first row, its rows, and how many of those
+/// are keys (real tokens; the rest is padding, which only a traced batch has).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Span {
+    pub start: usize,
+    pub rows: usize,
+    pub keys: usize,
+}
+
+impl Span {
+    /// Sequences packed end to end without padding.
+    fn packed(sequences: &[&Encoded]) -> Vec<Span> {
+        let mut at = 0;
+        sequences
+            .iter()
+            .map(|s| {
+                let span = Span {
+                    start: at,
+                    rows: s.ids.len(),
+                    keys: s.ids.len(),
+                };
+                at += span.rows;
+                span
+            })
+            .collect()
+    }
+}
+
+/// What a traced forward keeps: the embedding output and each layer's output (`[tokens,
+/// hidden]`), and each layer's pre-softmax scores (`[rows, keys]` per (sequence, head), in
+/// `rows x rows` blocks whose padded key columns stay 0).
+#[derive(Default)]
+pub(super) struct Record {
+    pub hidden_states: Vec<Vec<f32>>,
+    pub attention_scores: Vec<Vec<f32>>,
 }
 
 /// Scratch buffers reused across the layers of one batch.
@@ -84,65 +121,63 @@ impl Buffers {
 impl FastCrossEncoder {
     /// Ranking scores of already tokenised pairs ([`rules::ranking_score`]).
     pub fn score(&self, pairs: &[&Encoded]) -> Vec<f32> {
-        let h = self.hidden;
+        let spans = Span::packed(pairs);
         // After the last layer (run on [CLS] rows only) `hidden` holds one row per pair.
-        self.encode(pairs, QueryRows::Cls, |hidden, _| {
+        self.encode(pairs, &spans, QueryRows::Cls, None, |hidden| {
             (0..pairs.len())
-                .map(|row| {
-                    let cls = &hidden[row * h..(row + 1) * h];
-                    let pooled: Vec<f32> = dense_row(cls, &self.pooler)
-                        .into_iter()
-                        .map(f32::tanh)
-                        .collect();
-                    rules::ranking_score(&dense_row(&pooled, &self.classifier))
-                })
+                .map(|row| rules::ranking_score(&self.logits(hidden, row)))
                 .collect()
         })
+    }
+
+    /// The classifier's logits of the pair whose [CLS] row is `row` of `hidden`.
+    pub(super) fn logits(&self, hidden: &[f32], row: usize) -> Vec<f32> {
+        let h = self.hidden;
+        let cls = &hidden[row * h..(row + 1) * h];
+        let pooled: Vec<f32> = dense_row(cls, &self.pooler)
+            .into_iter()
+            .map(f32::tanh)
+            .collect();
+        dense_row(&pooled, &self.classifier)
     }
 
     /// The mean of each sequence's last-layer token rows (sentence-transformers' mean pooling;
     /// the sequences are packed, so no padding enters the mean).
     pub fn mean_pooled(&self, sequences: &[&Encoded]) -> Vec<Vec<f32>> {
         let h = self.hidden;
-        self.encode(sequences, QueryRows::All, |hidden, starts| {
-            sequences
+        let spans = Span::packed(sequences);
+        self.encode(sequences, &spans, QueryRows::All, None, |hidden| {
+            spans
                 .iter()
-                .zip(starts)
-                .map(|(sequence, &start)| {
-                    let len = sequence.ids.len();
+                .map(|span| {
                     let mut mean = vec![0.0f32; h];
-                    for row in hidden[start * h..(start + len) * h].chunks_exact(h) {
+                    for row in hidden[span.start * h..(span.start + span.rows) * h].chunks_exact(h)
+                    {
                         mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
                     }
-                    mean.iter_mut().for_each(|m| *m /= len.max(1) as f32);
+                    mean.iter_mut().for_each(|m| *m /= span.rows.max(1) as f32);
                     mean
                 })
                 .collect()
         })
     }
 
-    /// Runs the encoder over `pairs` packed end to end and hands the last layer's rows (every
-    /// token's, or with `last_rows` Cls one per pair) and each pair's first row to `read`.
-    fn encode<T>(
+    /// Runs the encoder over `sequences` laid out as `spans` and hands the last layer's rows
+    /// (every token's, or with `last_rows` Cls one per sequence) to `read`; `record` keeps
+    /// every hidden state and attention score on the way.
+    pub(super) fn encode<T>(
         &self,
-        pairs: &[&Encoded],
+        sequences: &[&Encoded],
+        spans: &[Span],
         last_rows: QueryRows,
-        read: impl FnOnce(&[f32], &[usize]) -> Vec<T>,
-    ) -> Vec<T> {
-        if pairs.is_empty() {
-            return Vec::new();
+        mut record: Option<&mut Record>,
+        read: impl FnOnce(&[f32]) -> T,
+    ) -> T {
+        if spans.is_empty() {
+            return read(&[]);
         }
         let h = self.hidden;
-        let starts: Vec<usize> = pairs
-            .iter()
-            .scan(0, |at, p| {
-                let start = *at;
-                *at += p.ids.len();
-                Some(start)
-            })
-            .collect();
-        let tokens: usize = pairs.iter().map(|p| p.ids.len()).sum();
-
+        let tokens: usize = spans.iter().map(|s| s.rows).sum();
         let mut buffers = self
             .scratch
             .try_lock()
@@ -151,21 +186,35 @@ impl FastCrossEncoder {
         let ffn = self.layers.first().map_or(0, |l| l.intermediate.d_out);
         buffers.resize(tokens, h, ffn);
         let mut hidden = std::mem::take(&mut buffers.hidden);
-        self.embed(pairs, &mut hidden);
+        self.embed(sequences, &mut hidden);
         let last = self.layers.len().saturating_sub(1);
         for (i, layer) in self.layers.iter().enumerate() {
+            if let Some(record) = record.as_deref_mut() {
+                record.hidden_states.push(hidden.clone());
+            }
             let rows = if i == last { last_rows } else { QueryRows::All };
-            self.layer(layer, pairs, &starts, rows, &mut hidden, &mut buffers);
+            let scores = record.as_deref_mut().map(|r| {
+                let size = spans.iter().map(|s| self.heads * s.rows * s.rows).sum();
+                r.attention_scores.push(vec![0.0; size]);
+                r.attention_scores
+                    .last_mut()
+                    .expect("just pushed")
+                    .as_mut_slice()
+            });
+            self.layer(layer, spans, rows, &mut hidden, &mut buffers, scores);
+        }
+        if let Some(record) = record {
+            record.hidden_states.push(hidden.clone());
         }
         let out = if self.layers.is_empty() && last_rows == QueryRows::Cls {
             // No layer gathered the [CLS] rows: do it here.
-            let cls: Vec<f32> = starts
+            let cls: Vec<f32> = spans
                 .iter()
-                .flat_map(|&s| hidden[s * h..(s + 1) * h].iter().copied())
+                .flat_map(|s| hidden[s.start * h..(s.start + 1) * h].iter().copied())
                 .collect();
-            read(&cls, &starts)
+            read(&cls)
         } else {
-            read(&hidden, &starts)
+            read(&hidden)
         };
         buffers.hidden = hidden;
         if let Ok(mut kept) = self.scratch.try_lock() {
@@ -201,32 +250,34 @@ impl FastCrossEncoder {
     fn layer(
         &self,
         layer: &Layer,
-        pairs: &[&Encoded],
-        starts: &[usize],
+        spans: &[Span],
         rows: QueryRows,
         hidden: &mut Vec<f32>,
         buffers: &mut Buffers,
+        scores: Option<&mut [f32]>,
     ) {
-        self.attention(layer, pairs, starts, rows, hidden, buffers);
+        self.attention(layer, spans, rows, hidden, buffers, scores);
         let tokens = match rows {
             QueryRows::All => hidden.len() / self.hidden,
             QueryRows::Cls => {
-                keep_cls_rows(starts, self.hidden, layer, hidden, buffers);
-                pairs.len()
+                keep_cls_rows(spans, self.hidden, layer, hidden, buffers);
+                spans.len()
             }
         };
         self.feed_forward(layer, tokens, hidden, buffers);
     }
 
-    /// Self-attention of every (pair, head) into `buffers.context`: the `rows` of each pair.
+    /// Self-attention of every (sequence, head) into `buffers.context`: the `rows` of each
+    /// sequence over its keys; `scores`, when given, receives the pre-softmax scores
+    /// ([`Record`]'s layout, `rows` All).
     fn attention(
         &self,
         layer: &Layer,
-        pairs: &[&Encoded],
-        starts: &[usize],
+        spans: &[Span],
         rows: QueryRows,
         hidden: &[f32],
         buffers: &mut Buffers,
+        scores: Option<&mut [f32]>,
     ) {
         let h = self.hidden;
         let tokens = hidden.len() / h;
@@ -241,23 +292,37 @@ impl FastCrossEncoder {
             .with_min_len(rows_per_task(3 * h))
             .for_each(|row| add_bias(row, &layer.qkv.bias));
 
-        // Attention per (pair, head): scores = Q K^T (Q pre-scaled), softmax, context = P V.
+        // Attention per (sequence, head): scores = Q K^T (Q pre-scaled), softmax, context = P V.
         let qkv = SharedMut(buffers.qkv.as_mut_ptr());
         let context = SharedMut(buffers.context.as_mut_ptr());
+        let record = scores.map(|s| SharedMut(s.as_mut_ptr()));
+        // Where each sequence's score blocks begin in `scores` (rows x rows per head).
+        let blocks: Vec<usize> = spans
+            .iter()
+            .scan(0, |at, s| {
+                let first = *at;
+                *at += heads * s.rows * s.rows;
+                Some(first)
+            })
+            .collect();
         let stride = 3 * h;
-        (0..pairs.len() * heads).into_par_iter().for_each_init(
+        (0..spans.len() * heads).into_par_iter().for_each_init(
             || (Vec::new(), Vec::new()),
             |(scores, inv_sums): &mut (Vec<f32>, Vec<f32>), task| {
-                let (pair, head) = (task / heads, task % heads);
-                let len = pairs[pair].ids.len();
-                let start = starts[pair];
-                // Query rows of this pair and the context row the first of them writes.
+                let (seq, head) = (task / heads, task % heads);
+                let Span {
+                    start,
+                    rows: len,
+                    keys,
+                } = spans[seq];
+                // Query rows of this sequence and the context row the first of them writes.
                 let (queries, out_row) = match rows {
                     QueryRows::All => (len, start),
-                    QueryRows::Cls => (1, pair),
+                    QueryRows::Cls => (1, seq),
                 };
-                // SAFETY: every task reads Q, K, V of its own pair and head and writes only its
-                // pair's rows and head's columns of `context`; the buffers outlive the loop.
+                // SAFETY: every task reads Q, K, V of its own sequence and head and writes only
+                // its sequence's rows and head's columns of `context` and its own block of the
+                // recorded scores; the buffers outlive the loop.
                 unsafe {
                     let head_view = |offset: usize| View {
                         ptr: qkv.get().add(start * stride + offset + head * head_dim),
@@ -265,8 +330,9 @@ impl FastCrossEncoder {
                     };
                     let qkv = [head_view(0), head_view(h), head_view(2 * h)];
                     let out = context.get().add(out_row * h + head * head_dim);
-                    let shape = [queries, len, head_dim];
-                    attend_head(qkv, shape, out, h, scores, inv_sums);
+                    let record = record.map(|r| r.get().add(blocks[seq] + head * len * len));
+                    let shape = [queries, keys, head_dim];
+                    attend_head(qkv, shape, out, h, (scores, inv_sums), record, len);
                 }
             },
         );
@@ -336,17 +402,17 @@ impl FastCrossEncoder {
     }
 }
 
-/// Keeps only the [CLS] rows, in pair order: the last layer's output needs no other row.
+/// Keeps only the [CLS] rows, in sequence order: the last layer's output needs no other row.
 fn keep_cls_rows(
-    starts: &[usize],
+    spans: &[Span],
     h: usize,
     layer: &Layer,
     hidden: &mut Vec<f32>,
     buffers: &mut Buffers,
 ) {
-    let pairs = starts.len();
-    for (pair, &start) in starts.iter().enumerate() {
-        hidden.copy_within(start * h..(start + 1) * h, pair * h);
+    let pairs = spans.len();
+    for (pair, span) in spans.iter().enumerate() {
+        hidden.copy_within(span.start * h..(span.start + 1) * h, pair * h);
     }
     hidden.truncate(pairs * h);
     for buffer in [&mut buffers.context, &mut buffers.attended] {
@@ -355,42 +421,51 @@ fn keep_cls_rows(
     buffers.inner.truncate(pairs * layer.intermediate.d_out);
 }
 
-/// One head of one pair: `out[queries, head_dim] = softmax(Q K^T) V`, Q pre-scaled, rows of
-/// `out` `out_stride` apart; `scores` and `inv_sums` are the task's scratch.
+/// One head of one sequence: `out[queries, head_dim] = softmax(Q K^T) V` over `keys` keys, Q
+/// pre-scaled, rows of `out` `out_stride` apart; `scratch` is the task's scores and row sums.
+/// `record`, when given, receives the scores before softmax, rows `record_stride` apart.
 ///
 /// # Safety
-/// The views must hold `queries` (Q) and `len` (K, V) rows of `head_dim` values, and `out` must
-/// be writable for `queries` rows that no other task touches.
+/// The views must hold `queries` (Q) and `keys` (K, V) rows of `head_dim` values, `out` must
+/// be writable for `queries` rows that no other task touches, and so must `record` for
+/// `queries` rows of `keys` values.
 unsafe fn attend_head(
     [q, k, v]: [View; 3],
-    [queries, len, head_dim]: [usize; 3],
+    [queries, keys, head_dim]: [usize; 3],
     out: *mut f32,
     out_stride: usize,
-    scores: &mut Vec<f32>,
-    inv_sums: &mut Vec<f32>,
+    (scores, inv_sums): (&mut Vec<f32>, &mut Vec<f32>),
+    record: Option<*mut f32>,
+    record_stride: usize,
 ) {
-    scores.resize(queries * len, 0.0);
+    scores.resize(queries * keys, 0.0);
     inv_sums.resize(queries, 0.0);
     let none = Parallelism::None;
     // SAFETY: the caller's contract covers every read and write below.
     unsafe {
         matmul(
-            [queries, len, head_dim],
+            [queries, keys, head_dim],
             scores.as_mut_ptr(),
-            len,
+            keys,
             q,
             k,
             true,
             none,
         );
-        softmax_rows(scores, len, inv_sums);
+        if let Some(record) = record {
+            for (row, values) in scores.chunks_exact(keys).enumerate() {
+                let to = record.add(row * record_stride);
+                std::ptr::copy_nonoverlapping(values.as_ptr(), to, keys);
+            }
+        }
+        softmax_rows(scores, keys, inv_sums);
         let probs = View {
             ptr: scores.as_ptr(),
-            row_stride: len,
+            row_stride: keys,
         };
         // The softmax's division is folded into the (shorter) context rows.
         matmul(
-            [queries, head_dim, len],
+            [queries, head_dim, keys],
             out,
             out_stride,
             probs,

@@ -8,12 +8,15 @@
 //! and bias + residual + LayerNorm into one pass per row, and computes attention per (pair, head)
 //! in parallel. The burn model stays the definition: weights are read from it once, and the tests
 //! hold these scores to the burn model's within 1e-4. [`Precision::Int8`] runs the projections
-//! in 8-bit integers instead (`int8.rs`).
+//! in 8-bit integers instead (`int8.rs`). A teacher in CPU distillation needs no gradient
+//! either, so it runs here too, on padded rows that attend to real keys only, handing back the
+//! burn model's hidden states and attention scores (`trace.rs`).
 //!
 //! Files: `layout.rs` reads the weights out of the burn model once and lays them out;
 //! `forward.rs` is the forward pass; `gemm.rs` the matrix products and the tiled driver;
 //! `kernels.rs` the element-wise kernels (the code that differs per target); `packed.rs` and
-//! `int8.rs` the f32 and 8-bit projection micro-kernels.
+//! `int8.rs` the f32 and 8-bit projection micro-kernels; `trace.rs` the padded forward that
+//! hands back every hidden state and attention score, for a teacher in CPU training.
 
 #[macro_use]
 mod kernels;
@@ -22,5 +25,6 @@ mod gemm;
 mod int8;
 mod layout;
 mod packed;
+mod trace;
 
 pub use forward::FastCrossEncoder;

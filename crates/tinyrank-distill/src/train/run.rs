@@ -1,6 +1,7 @@
 //! The training loop: [`train`] and the state of a run between steps.
 
 mod setup;
+mod teacher;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +26,14 @@ use crate::examples::Example;
 use crate::losses::LayerMap;
 use crate::optim::{AccumulatedGrads, AdamW};
 use crate::rerank::EvalSet;
+use teacher::Teacher;
+
+/// Ends a phase of `--profile`, for a caller that holds other fields of the run.
+fn mark(profile: &mut Option<Profile>, phase: &'static str) {
+    if let Some(profile) = profile {
+        profile.mark(phase);
+    }
+}
 
 /// Trains, checkpoints, evaluates and exports; see the module docs.
 pub fn train(
@@ -73,7 +82,7 @@ pub fn train(
 /// A run between steps: everything but the student, which the optimiser takes and gives back.
 struct Run {
     config: TrainConfig,
-    teacher: Option<Checkpoint>,
+    teacher: Option<Teacher>,
     layer_map: Option<LayerMap>,
     examples: Vec<Example>,
     encoded: Vec<Encoded>,
@@ -189,26 +198,20 @@ impl Run {
         } else {
             Trace::default()
         };
-        let rows = picked.iter().map(|&i| &self.encoded[i]);
+        let rows: Vec<&Encoded> = picked.iter().map(|&i| &self.encoded[i]).collect();
         let padding = Padding {
             pad_id: self.tokenizer.pad_id(),
             multiple: self.config.pad_to,
             cap: self.config.max_len,
         };
-        let batch = Batch::padded(rows, padding, &self.device.device);
-        self.mark("batch");
-        let teacher = self.teacher.as_ref().map(|t| {
-            let output = t.model.forward(&batch, trace);
-            if self.config.teacher_f16 {
-                output.into_f32()
-            } else {
-                output
-            }
-        });
-        self.mark("teacher forward");
-        let student_output = student.model.forward(&batch, trace);
-        self.mark("student forward");
         let device = &self.device.device;
+        let batch = Batch::padded(rows.iter().copied(), padding, device);
+        mark(&mut self.profile, "batch");
+        let teacher =
+            (self.teacher.as_ref()).map(|t| t.forward(&rows, padding, &batch, trace, device));
+        mark(&mut self.profile, "teacher forward");
+        let student_output = student.model.forward(&batch, trace);
+        mark(&mut self.profile, "student forward");
         let outputs = Outputs {
             config: &self.config,
             batch: &batch,
@@ -226,9 +229,7 @@ impl Run {
 
     /// Ends a phase of `--profile` (nothing without it).
     fn mark(&mut self, phase: &'static str) {
-        if let Some(profile) = &mut self.profile {
-            profile.mark(phase);
-        }
+        mark(&mut self.profile, phase);
     }
 
     /// The log of step `done` but for what [`PendingSteps`] fills in when it reads the step.

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{DType, Device};
-use tinyrank_core::{Checkpoint, Cut, Encoded, PairTokenizer, SelectedDevice, check_f16};
+use burn::tensor::Device;
+use tinyrank_core::{Checkpoint, Cut, Encoded, PairTokenizer};
 
 use super::Run;
+use super::teacher::Teacher;
 use crate::examples::Example;
 use crate::losses::LayerMap;
 use crate::optim::{AccumulatedGrads, AdamW};
@@ -37,13 +38,12 @@ impl Run {
             profile,
         } = setup;
         let layer_map = check_setup(&config, teacher.as_ref(), &student, &examples)?;
-        let teacher = match teacher {
-            Some(t) if config.teacher_f16 => Some(teacher_in_f16(t, &device)?),
-            teacher => teacher,
-        };
+        let teacher = teacher
+            .map(|t| Teacher::new(t, config.teacher_f16, &device))
+            .transpose()?;
         let (encoded, units) = data_order(&config, &student.tokenizer, &examples)?;
         let autodiff = device.device.clone().autodiff();
-        let teacher_width = teacher.as_ref().map(|t| t.model.hidden_size());
+        let teacher_width = teacher.as_ref().map(Teacher::hidden_size);
         let Checkpoint {
             config: student_config,
             model,
@@ -133,17 +133,6 @@ impl Run {
             fit_dense: saved.fit_dense.or(student.fit_dense),
         })
     }
-}
-
-/// `--teacher-f16`: the teacher cast to f16 where the device has f16 arithmetic.
-fn teacher_in_f16(
-    mut teacher: Checkpoint,
-    device: &SelectedDevice,
-) -> Result<Checkpoint, TrainError> {
-    check_f16(device.kind, &device.device)
-        .map_err(|e| TrainError::Setup(format!("--teacher-f16: {e}")))?;
-    teacher.model = teacher.model.cast(DType::F16);
-    Ok(teacher)
 }
 
 /// Refuses a set-up that cannot train; returns the layer map of the intermediate terms.
