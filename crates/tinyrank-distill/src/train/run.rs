@@ -207,8 +207,10 @@ impl Run {
         let device = &self.device.device;
         let batch = Batch::padded(rows.iter().copied(), padding, device);
         mark(&mut self.profile, "batch");
-        let teacher =
-            (self.teacher.as_ref()).map(|t| t.forward(&rows, padding, &batch, trace, device));
+        let teacher = self
+            .teacher
+            .as_ref()
+            .map(|t| t.forward(&rows, padding, &batch, trace, device));
         mark(&mut self.profile, "teacher forward");
         let student_output = student.model.forward(&batch, trace);
         mark(&mut self.profile, "student forward");

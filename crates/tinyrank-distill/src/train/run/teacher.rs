@@ -1,18 +1,19 @@
 //! The teacher's side of a step: its forward pass without gradients, through the engine that
 //! scoring picks for the device ([`EngineKind::choose`]). On a CPU that is the fused engine,
-//! whose padded forward hands back what the burn model's traced forward does at two to three
-//! times its speed; elsewhere the burn model itself, in f16 with `--teacher-f16`.
+//! whose padded forward hands back what the burn model's traced forward does at about 2.4
+//! times its speed (docs/performance.md); elsewhere the burn model itself, in f16 with
+//! `--teacher-f16`.
 
 use burn::tensor::{DType, Device};
 use tinyrank_core::{
-    Batch, Checkpoint, Encoded, EngineKind, FastCrossEncoder, Output, Padding, Precision,
-    SelectedDevice, Trace, check_f16,
+    Batch, Checkpoint, CrossEncoder, Encoded, EngineKind, FastCrossEncoder, Output, Padding,
+    Precision, SelectedDevice, Trace, check_f16,
 };
 
 use crate::train::TrainError;
 
 pub(super) struct Teacher {
-    checkpoint: Checkpoint,
+    model: CrossEncoder,
     /// The fused copy of the weights, on a CPU.
     fused: Option<Box<FastCrossEncoder>>,
     /// `--teacher-f16`: the burn model is cast to f16 and its outputs back to f32.
@@ -21,30 +22,27 @@ pub(super) struct Teacher {
 
 impl Teacher {
     pub fn new(
-        mut checkpoint: Checkpoint,
+        checkpoint: Checkpoint,
         f16: bool,
         device: &SelectedDevice,
     ) -> Result<Self, TrainError> {
+        let mut model = checkpoint.model;
         if f16 {
             check_f16(device.kind, &device.device)
                 .map_err(|e| TrainError::Setup(format!("--teacher-f16: {e}")))?;
-            checkpoint.model = checkpoint.model.cast(DType::F16);
+            model = model.cast(DType::F16);
         }
         let fused = match EngineKind::choose(device.kind, Precision::F32) {
-            Ok(EngineKind::Fused(precision)) if !f16 => Some(Box::new(
-                FastCrossEncoder::from_model(&checkpoint.model, precision),
-            )),
+            Ok(EngineKind::Fused(precision)) if !f16 => {
+                Some(Box::new(FastCrossEncoder::from_model(&model, precision)))
+            }
             _ => None,
         };
-        Ok(Self {
-            checkpoint,
-            fused,
-            f16,
-        })
+        Ok(Self { model, fused, f16 })
     }
 
     pub fn hidden_size(&self) -> usize {
-        self.checkpoint.model.hidden_size()
+        self.model.hidden_size()
     }
 
     /// The teacher's outputs on a micro-batch: `rows` padded as `batch` is.
@@ -58,8 +56,8 @@ impl Teacher {
     ) -> Output {
         match &self.fused {
             Some(fused) => fused.forward_padded(rows, padding, trace, device),
-            None if self.f16 => self.checkpoint.model.forward(batch, trace).into_f32(),
-            None => self.checkpoint.model.forward(batch, trace),
+            None if self.f16 => self.model.forward(batch, trace).into_f32(),
+            None => self.model.forward(batch, trace),
         }
     }
 }
