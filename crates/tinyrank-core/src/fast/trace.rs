@@ -46,23 +46,22 @@ impl FastCrossEncoder {
                 (logits, hidden.to_vec())
             },
         );
-        let labels = logits.len() / n.max(1);
         let states =
             |values: Vec<f32>| Tensor::<3>::from_data(TensorData::new(values, [n, len, h]), device);
-        let hidden_states = match trace.hidden_states {
-            true => record.hidden_states.into_iter().map(states).collect(),
-            false => Vec::new(),
+        let scores = |values: Vec<f32>| {
+            Tensor::<4>::from_data(TensorData::new(values, [n, self.heads, len, len]), device)
         };
-        let attention_scores = match trace.attention_scores {
-            true => record
-                .attention_scores
-                .into_iter()
-                .map(|s| {
-                    Tensor::<4>::from_data(TensorData::new(s, [n, self.heads, len, len]), device)
-                })
-                .collect(),
-            false => Vec::new(),
+        let hidden_states = if trace.hidden_states {
+            record.hidden_states.into_iter().map(states).collect()
+        } else {
+            Vec::new()
         };
+        let attention_scores = if trace.attention_scores {
+            record.attention_scores.into_iter().map(scores).collect()
+        } else {
+            Vec::new()
+        };
+        let labels = self.classifier.d_out;
         Output {
             logits: Tensor::from_data(TensorData::new(logits, [n, labels]), device),
             sequence_output: states(last),
