@@ -75,6 +75,32 @@ impl Padding {
             .next_multiple_of(self.multiple.max(1))
             .min(self.cap.max(longest))
     }
+
+    /// `rows` padded to the batch's length (returned too): `pad_id` tokens of type 0.
+    pub fn pad(&self, rows: &[&Encoded]) -> (usize, Vec<Encoded>) {
+        let len = self.len(rows.iter().map(|e| e.ids.len()).max().unwrap_or(0));
+        let padded = rows
+            .iter()
+            .map(|e| {
+                let fill = len - e.ids.len();
+                let ids = e
+                    .ids
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(self.pad_id, fill));
+                let types = e
+                    .type_ids
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, fill));
+                Encoded {
+                    ids: ids.collect(),
+                    type_ids: types.collect(),
+                }
+            })
+            .collect();
+        (len, padded)
+    }
 }
 
 impl Batch {
@@ -94,19 +120,20 @@ impl Batch {
         device: &Device,
     ) -> Self {
         let rows: Vec<&Encoded> = encoded.into_iter().collect();
-        let len = padding.len(rows.iter().map(|e| e.ids.len()).max().unwrap_or(0));
+        let (len, padded) = padding.pad(&rows);
         let n = rows.len();
-        let mut ids = vec![padding.pad_id as i64; n * len];
-        let mut types = vec![0i64; n * len];
-        let mut mask = vec![0f32; n * len];
-        for (row, e) in rows.iter().enumerate() {
-            let base = row * len;
-            for (j, (&id, &ty)) in e.ids.iter().zip(&e.type_ids).enumerate() {
-                ids[base + j] = id as i64;
-                types[base + j] = ty as i64;
-                mask[base + j] = 1.0;
-            }
-        }
+        let ids: Vec<i64> = padded
+            .iter()
+            .flat_map(|e| &e.ids)
+            .map(|&id| id.into())
+            .collect();
+        let types: Vec<i64> = (padded.iter().flat_map(|e| &e.type_ids))
+            .map(|&ty| ty.into())
+            .collect();
+        let mask: Vec<f32> = rows
+            .iter()
+            .flat_map(|e| (0..len).map(move |j| f32::from(u8::from(j < e.ids.len()))))
+            .collect();
         Self {
             input_ids: Tensor::from_data(TensorData::new(ids, [n, len]), device),
             token_type_ids: Tensor::from_data(TensorData::new(types, [n, len]), device),

@@ -22,8 +22,7 @@ impl FastCrossEncoder {
         device: &Device,
     ) -> Output {
         let (n, h) = (pairs.len(), self.hidden);
-        let len = padding.len(pairs.iter().map(|p| p.ids.len()).max().unwrap_or(0));
-        let padded: Vec<Encoded> = pairs.iter().map(|p| pad(p, len, padding.pad_id)).collect();
+        let (len, padded) = padding.pad(pairs);
         let rows: Vec<&Encoded> = padded.iter().collect();
         let spans: Vec<Span> = pairs
             .iter()
@@ -68,24 +67,5 @@ impl FastCrossEncoder {
             hidden_states,
             attention_scores,
         }
-    }
-}
-
-/// `pair` padded to `len` tokens as [`crate::model::Batch::padded`] pads it.
-fn pad(pair: &Encoded, len: usize, pad_id: u32) -> Encoded {
-    let fill = len - pair.ids.len();
-    Encoded {
-        ids: pair
-            .ids
-            .iter()
-            .copied()
-            .chain(std::iter::repeat_n(pad_id, fill))
-            .collect(),
-        type_ids: pair
-            .type_ids
-            .iter()
-            .copied()
-            .chain(std::iter::repeat_n(0, fill))
-            .collect(),
     }
 }

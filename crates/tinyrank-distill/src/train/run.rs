@@ -28,7 +28,8 @@ use crate::optim::{AccumulatedGrads, AdamW};
 use crate::rerank::EvalSet;
 use teacher::Teacher;
 
-/// Ends a phase of `--profile`, for a caller that holds other fields of the run.
+/// Ends a phase of `--profile` (nothing without it). A function of the field, not of the run,
+/// so that a caller can hold other fields of the run meanwhile.
 fn mark(profile: &mut Option<Profile>, phase: &'static str) {
     if let Some(profile) = profile {
         profile.mark(phase);
@@ -127,7 +128,7 @@ impl Run {
             let picked = self.picked(step, micro);
             let mut terms = self.terms(&student, &picked, step);
             weigh(&mut terms, &config, &mut self.term_scales);
-            self.mark("loss terms");
+            mark(&mut self.profile, "loss terms");
             let Some(total) = total(&terms) else {
                 return Err(TrainError::Setup(format!(
                     "{} has no loss terms",
@@ -136,9 +137,9 @@ impl Run {
             };
             sums.add(&total, &terms);
             let grads = total.backward();
-            self.mark("backward");
+            mark(&mut self.profile, "backward");
             self.grads.add(&student, &grads);
-            self.mark("gradient sums");
+            mark(&mut self.profile, "gradient sums");
             self.pending.trained(picked.len());
         }
         // No gradient at all (every term constant in this step): a norm of 0 and no update.
@@ -146,7 +147,7 @@ impl Run {
         let norm = grads.global_norm();
         let scale = grads.scale(&norm, config.max_grad_norm);
         let student = self.optimizer.step(student, &grads, lr, scale);
-        self.mark("clipping and AdamW");
+        mark(&mut self.profile, "clipping and AdamW");
         self.pending.push(self.step_log(step + 1, lr), sums, norm);
         Ok(student)
     }
@@ -227,11 +228,6 @@ impl Run {
             device,
         };
         self.config.method.terms(&outputs, intermediate)
-    }
-
-    /// Ends a phase of `--profile` (nothing without it).
-    fn mark(&mut self, phase: &'static str) {
-        mark(&mut self.profile, phase);
     }
 
     /// The log of step `done` but for what [`PendingSteps`] fills in when it reads the step.
